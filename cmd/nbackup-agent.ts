@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { runOnce, runDaemon, runHealth } from '../src/agent/cli.js';
+import { errorMessage } from '../src/errors.js';
+
+const program = new Command()
+  .name('nbackup-agent')
+  .description('Stream backups (tar → parallel gzip → SHA-256 → mTLS) to an nbackup server.')
+  .enablePositionalOptions()
+  .option('-c, --config <file>', 'agent.yaml (required)')
+  .option('--once', 'run the backup entries now, then exit (0 only if every entry committed)')
+  .option('--backup <name>', 'with --once: run only this entry')
+  .option('--progress', 'with --once: show progress on stderr')
+  .version('0.1.0')
+  .action(async (opts: { config?: string; once?: boolean; backup?: string; progress?: boolean }) => {
+    const config = opts.config;
+    if (!config) return program.error("error: required option '-c, --config <file>' not specified");
+    if (opts.once) process.exitCode = await runOnce(config, { backup: opts.backup, progress: !!opts.progress });
+    else {
+      if (opts.backup || opts.progress) throw new Error('--backup and --progress are only valid with --once');
+      process.exitCode = await runDaemon(config);
+    }
+  });
+
+program
+  .command('health')
+  .description('ask a server for its status and free disk space over mTLS')
+  .argument('<host:port>', 'server address')
+  .requiredOption('-c, --config <file>', 'agent.yaml (for the certificates)')
+  .action(async (address: string, opts: { config: string }) => {
+    process.exitCode = await runHealth(address, opts.config);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  process.stderr.write(`nbackup-agent: ${errorMessage(err)}\n`);
+  process.exit(2);
+});

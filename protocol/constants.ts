@@ -1,0 +1,111 @@
+/**
+ * Numbers and magics of the NBKP wire protocol (spec: protocol/README.md). Everything here is
+ * data; the byte layout lives in frames.ts.
+ */
+
+/** The version byte this implementation speaks (handshake, resume and parallel join). */
+export const PROTOCOL_VERSION = 0x02;
+
+/** Versions a server built from this code understands; anything else gets REJECT. */
+export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+
+export function isSupportedVersion(version: number): boolean {
+  return SUPPORTED_VERSIONS.includes(version);
+}
+
+/** Most content bytes a line may carry, not counting its `\n`. A 513th byte without `\n` is an error. */
+export const MAX_LINE_BYTES = 512;
+
+/** The 4-byte magics, as text. Each is exactly 4 ASCII bytes on the wire. */
+export const Magic = {
+  NBKP: 'NBKP',
+  RSME: 'RSME',
+  PJIN: 'PJIN',
+  PING: 'PING',
+  CTRL: 'CTRL',
+  SACK: 'SACK',
+  DONE: 'DONE',
+  CSAK: 'CSAK',
+  CPNG: 'CPNG',
+  CROT: 'CROT',
+  CRAK: 'CRAK',
+  CADM: 'CADM',
+  CDFE: 'CDFE',
+  CABT: 'CABT',
+} as const;
+export type Magic = (typeof Magic)[keyof typeof Magic];
+
+/**
+ * The same magics as 4-byte Buffers. Shared instances: compare and copy them, never write into
+ * them (encoders always build fresh buffers).
+ */
+export const MagicBytes: Readonly<Record<Magic, Buffer>> = Object.freeze(
+  Object.fromEntries(Object.values(Magic).map((m) => [m, Buffer.from(m, 'latin1')])) as Record<Magic, Buffer>,
+);
+
+export const MAGIC_SIZE = 4;
+
+/** The magics a client may open a connection with, i.e. what the connection is. */
+export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL'] as const;
+export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
+
+/** ACK of the NBKP handshake. */
+export const AckStatus = { GO: 0, FULL: 1, BUSY: 2, REJECT: 3, STORAGE_NOT_FOUND: 4 } as const;
+export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
+
+/** Final ACK after the trailer. */
+export const FinalStatus = { OK: 0, CHECKSUM_MISMATCH: 1, WRITE_ERROR: 2 } as const;
+export type FinalStatus = (typeof FinalStatus)[keyof typeof FinalStatus];
+
+/** ResumeACK. */
+export const ResumeStatus = { OK: 0, NOT_FOUND: 1 } as const;
+export type ResumeStatus = (typeof ResumeStatus)[keyof typeof ResumeStatus];
+
+/** ParallelACK. */
+export const ParallelStatus = { OK: 0, FULL: 1, NOT_FOUND: 2 } as const;
+export type ParallelStatus = (typeof ParallelStatus)[keyof typeof ParallelStatus];
+
+/** Health check answer. */
+export const HealthStatus = { READY: 0, BUSY: 1, LOW_DISK: 2, MAINTENANCE: 3 } as const;
+export type HealthStatus = (typeof HealthStatus)[keyof typeof HealthStatus];
+
+/** Reason of a ControlAbort (a u32 on the wire). */
+export const AbortReason = { DISK_FULL: 1, SERVER_BUSY: 2, MAINTENANCE: 3 } as const;
+export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
+
+/** Fixed frame sizes in bytes, magic included where the frame has one. */
+export const TRAILER_SIZE = 44;
+export const SACK_SIZE = 12;
+export const FINAL_ACK_SIZE = 1;
+export const RESUME_ACK_SIZE = 9;
+export const PARALLEL_ACK_SIZE = 9;
+export const PARALLEL_INIT_SIZE = 5;
+export const SINGLE_MODE_SIZE = 1;
+export const CHUNK_HEADER_SIZE = 8;
+export const CHUNK_SACK_SIZE = 17;
+export const HEALTH_PING_SIZE = 4;
+export const HEALTH_PONG_SIZE = 10;
+export const CONTROL_OPEN_SIZE = 8;
+export const CONTROL_PING_SIZE = 12;
+export const CONTROL_PONG_SIZE = 20;
+export const CONTROL_ROTATE_SIZE = 5;
+export const CONTROL_ROTATE_ACK_SIZE = 5;
+export const CONTROL_ADMIT_SIZE = 5;
+export const CONTROL_DEFER_SIZE = 8;
+export const CONTROL_ABORT_SIZE = 8;
+
+/** A status table such as AckStatus. */
+export type StatusTable = Readonly<Record<string, number>>;
+
+/** Whether `value` is one of the numbers in `table`. */
+export function isStatus<T extends StatusTable>(table: T, value: number): value is T[keyof T] {
+  for (const key in table) if (table[key] === value) return true;
+  return false;
+}
+
+/** The name of a status number for logs: statusName(AckStatus, 2) → "BUSY"; unknown → "unknown(0x07)". */
+export function statusName(table: StatusTable, value: number): string {
+  for (const key in table) if (table[key] === value) return key;
+  const hex = Number.isInteger(value) && value >= 0 ? `0x${value.toString(16).padStart(2, '0')}` : String(value);
+  return `unknown(${hex})`;
+}

@@ -1,0 +1,62 @@
+import crypto from 'node:crypto';
+import os from 'node:os';
+import type { ScanWarning } from './scanner.js';
+import { scanSources } from './scanner.js';
+import { ParallelGzip } from './parallel-gzip.js';
+import { TarPacker, type PackStats } from './tar-packer.js';
+
+/**
+ * scanner → tar → parallel gzip → SHA-256, delivering compressed bytes in order to `deliver`
+ * (the ring buffer), whose promise is the backpressure for everything upstream.
+ */
+export const BLOCK_SIZE = 1024 * 1024;
+
+export interface PipelineOptions {
+  sources: readonly string[];
+  exclude: readonly string[];
+  level: number;
+  deliver: (compressed: Buffer) => Promise<void> | void;
+  onWarning: (w: ScanWarning) => void;
+  /** Compression jobs in flight; default: one more than the CPU count. */
+  maxInFlight?: number;
+  signal?: AbortSignal;
+}
+
+export interface PipelineResult {
+  sha256: Buffer;
+  size: number;
+  pack: PackStats;
+}
+
+export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  const free: Buffer[] = [];
+  const gzip = new ParallelGzip({
+    level: opts.level,
+    blockSize: BLOCK_SIZE,
+    maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism() + 1),
+    recycle: (block) => {
+      // Full-size blocks are reused; the short last block is not worth keeping.
+      if (block.length === BLOCK_SIZE && block.byteOffset === 0 && free.length < 8) free.push(block);
+    },
+    deliver: (out) => {
+      hash.update(out);
+      size += out.length;
+      return opts.deliver(out);
+    },
+  });
+  const packer = new TarPacker(
+    BLOCK_SIZE,
+    { take: () => free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE) },
+    { push: (block) => gzip.push(block) },
+    opts.onWarning,
+  );
+  for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning })) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    await packer.add(entry);
+  }
+  await packer.finish();
+  await gzip.end();
+  return { sha256: hash.digest(), size, pack: packer.stats };
+}

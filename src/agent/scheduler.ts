@@ -1,0 +1,100 @@
+import { CronExpressionParser } from 'cron-parser';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+import type { BackupEntry } from './backup-job.js';
+
+/**
+ * Runs each backup entry on its cron schedule. Runs are serialised (one backup at a time: they
+ * compete for the same CPUs and uplink); a tick that comes while the same entry is queued or
+ * running is skipped with a log line rather than stacking up.
+ */
+const MAX_TIMER = 2 ** 31 - 1;
+
+export function nextRun(schedule: string, after: Date): Date {
+  return CronExpressionParser.parse(schedule, { currentDate: after }).next().toDate();
+}
+
+export class Scheduler {
+  private timers = new Map<string, NodeJS.Timeout>();
+  private queue: BackupEntry[] = [];
+  private running: Promise<void> | null = null;
+  private runningName: string | null = null;
+  private stopped = false;
+
+  constructor(
+    private entries: readonly BackupEntry[],
+    private readonly run: (entry: BackupEntry) => Promise<void>,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    for (const e of this.entries) this.arm(e);
+  }
+
+  /** Replaces the entries (SIGHUP); a backup already running finishes under the old settings. */
+  reload(entries: readonly BackupEntry[]): void {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    this.entries = entries;
+    const names = new Set(entries.map((e) => e.name));
+    this.queue = this.queue.filter((q) => names.has(q.name)).map((q) => entries.find((e) => e.name === q.name)!);
+    if (!this.stopped) this.start();
+  }
+
+  /** Stops scheduling; resolves when the backup in progress (if any) has finished. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    this.queue = [];
+    await this.running;
+  }
+
+  get busy(): boolean {
+    return this.running !== null;
+  }
+
+  private arm(entry: BackupEntry, from = new Date()): void {
+    if (this.stopped) return;
+    const when = nextRun(entry.schedule, from);
+    this.log.info({ backup: entry.name, next: when.toISOString() }, 'backup scheduled');
+    const wait = (): void => {
+      const left = when.getTime() - Date.now();
+      if (left > MAX_TIMER) {
+        this.timers.set(entry.name, setTimeout(wait, MAX_TIMER));
+        return;
+      }
+      this.timers.set(
+        entry.name,
+        setTimeout(() => {
+          this.enqueue(entry);
+          this.arm(entry, new Date(Math.max(Date.now(), when.getTime() + 1)));
+        }, Math.max(0, left)),
+      );
+    };
+    wait();
+  }
+
+  private enqueue(entry: BackupEntry): void {
+    if (this.runningName === entry.name || this.queue.some((q) => q.name === entry.name)) {
+      this.log.warn({ backup: entry.name }, 'previous run still in progress; this run is skipped');
+      return;
+    }
+    this.queue.push(entry);
+    if (!this.running) this.running = this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0 && !this.stopped) {
+      const entry = this.queue.shift()!;
+      this.runningName = entry.name;
+      try {
+        await this.run(entry);
+      } catch (err) {
+        this.log.error({ backup: entry.name, err: errorMessage(err) }, 'backup failed');
+      }
+      this.runningName = null;
+    }
+    this.running = null;
+  }
+}

@@ -1,0 +1,208 @@
+import fs from 'node:fs';
+import { errnoCode, errorMessage } from '../errors.js';
+import type { ScanEntry, ScanWarning } from './scanner.js';
+import { BLOCK, END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
+
+/**
+ * Turns scanned entries into a tar stream cut in fixed-size blocks. File data is read straight into
+ * the block that goes to the compressor, so each byte is copied once (kernel → block). A full block
+ * is handed to `sink`, whose promise is the backpressure: the packer waits until it is taken.
+ *
+ * Files are opened O_NOFOLLOW|O_NONBLOCK and re-checked with fstat, so a file swapped for a symlink
+ * or FIFO between scan and read is never followed or blocked on. A file that shrinks while read is
+ * padded with zeros and one that grows is cut at the size in its header — either way the archive
+ * stays valid and a warning names the file.
+ */
+export interface BlockSink {
+  /** Takes ownership of `block` (a view of `length` bytes); resolves when the packer may go on. */
+  push(block: Buffer): Promise<void> | void;
+}
+
+export interface BlockSource {
+  /** A buffer of at least `blockSize` bytes to fill; recycled blocks come back via `recycle`. */
+  take(): Buffer;
+}
+
+export interface PackStats {
+  entries: number;
+  files: number;
+  bytesRead: number;
+  tarBytes: number;
+  warnings: number;
+}
+
+const O_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+
+export class TarPacker {
+  private block: Buffer;
+  private pos = 0;
+  private readonly hardLinks = new Map<string, string>();
+  readonly stats: PackStats = { entries: 0, files: 0, bytesRead: 0, tarBytes: 0, warnings: 0 };
+
+  constructor(
+    private readonly blockSize: number,
+    private readonly blocks: BlockSource,
+    private readonly sink: BlockSink,
+    private readonly onWarning: (w: ScanWarning) => void,
+  ) {
+    this.block = blocks.take();
+  }
+
+  async add(entry: ScanEntry): Promise<void> {
+    const st = entry.stats;
+    const base = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
+    if (entry.type !== 'directory' && st.nlink > 1) {
+      const key = `${st.dev}:${st.ino}`;
+      const first = this.hardLinks.get(key);
+      if (first !== undefined) {
+        await this.header({ ...base, type: 'hardlink', size: 0, linkname: first });
+        return;
+      }
+    }
+    switch (entry.type) {
+      case 'file':
+        // Only a member that made it into the archive may be the target of later hard links.
+        if ((await this.addFile(entry)) && st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
+        return;
+      case 'symlink': {
+        let target: string;
+        try {
+          target = fs.readlinkSync(entry.path);
+        } catch (err) {
+          this.warn(entry.path, `symlink could not be read: ${errorMessage(err)}`);
+          return;
+        }
+        await this.header({ ...base, type: 'symlink', size: 0, linkname: target });
+        break;
+      }
+      case 'char-device':
+      case 'block-device':
+        await this.header({ ...base, type: entry.type, size: 0, devmajor: major(st.rdev), devminor: minor(st.rdev) });
+        break;
+      default:
+        await this.header({ ...base, type: entry.type, size: 0 });
+    }
+    if (entry.type !== 'directory' && st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
+  }
+
+  /** Writes the end-of-archive records and hands over the last, partial block. */
+  async finish(): Promise<void> {
+    await this.write(END_OF_ARCHIVE);
+    if (this.pos > 0) {
+      const last = this.block.subarray(0, this.pos);
+      this.stats.tarBytes += this.pos;
+      this.pos = 0;
+      await this.sink.push(last);
+    }
+  }
+
+  private warn(path: string, message: string): void {
+    this.stats.warnings++;
+    this.onWarning({ path, message });
+  }
+
+  private async header(fields: TarHeaderFields): Promise<void> {
+    this.stats.entries++;
+    await this.write(encodeHeader(fields));
+  }
+
+  private async addFile(entry: ScanEntry): Promise<boolean> {
+    let fd: number;
+    try {
+      fd = fs.openSync(entry.path, O_FLAGS);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') this.warn(entry.path, 'vanished before it could be read; skipped');
+      else if (code === 'ELOOP') this.warn(entry.path, 'was replaced by a symlink while scanning; skipped');
+      else this.warn(entry.path, `cannot be opened: ${errorMessage(err)}; skipped`);
+      return false;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) {
+        this.warn(entry.path, 'is no longer a regular file; skipped');
+        return false;
+      }
+      const size = st.size;
+      await this.header({
+        name: entry.name,
+        type: 'file',
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        size,
+        mtime: st.mtimeMs / 1000,
+      });
+      this.stats.files++;
+      let done = 0;
+      while (done < size) {
+        if (this.pos === this.blockSize) await this.flush();
+        const want = Math.min(size - done, this.blockSize - this.pos);
+        let n: number;
+        try {
+          n = fs.readSync(fd, this.block, this.pos, want, done);
+        } catch (err) {
+          this.warn(entry.path, `read failed at byte ${done}: ${errorMessage(err)}; rest filled with zeros`);
+          n = 0;
+        }
+        if (n === 0) {
+          if (done < size) {
+            this.warn(entry.path, `shrank while being read (${size} bytes expected, ${done} read); padded with zeros`);
+            await this.zeros(size - done);
+          }
+          break;
+        }
+        this.pos += n;
+        done += n;
+      }
+      this.stats.bytesRead += done;
+      await this.zeros(padTo512(size) - size);
+      const after = fs.fstatSync(fd);
+      if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
+        this.warn(entry.path, `changed while being read (size ${size} → ${after.size}); archived as first seen`);
+      }
+      return true;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  private async flush(): Promise<void> {
+    const full = this.block;
+    this.block = this.blocks.take();
+    this.pos = 0;
+    this.stats.tarBytes += full.length;
+    await this.sink.push(full);
+  }
+
+  private async write(src: Buffer): Promise<void> {
+    let off = 0;
+    while (off < src.length) {
+      if (this.pos === this.blockSize) await this.flush();
+      const n = Math.min(src.length - off, this.blockSize - this.pos);
+      src.copy(this.block, this.pos, off, off + n);
+      this.pos += n;
+      off += n;
+    }
+  }
+
+  private async zeros(count: number): Promise<void> {
+    while (count > 0) {
+      if (this.pos === this.blockSize) await this.flush();
+      const n = Math.min(count, this.blockSize - this.pos);
+      this.block.fill(0, this.pos, this.pos + n);
+      this.pos += n;
+      count -= n;
+    }
+  }
+}
+
+// Linux's dev_t encoding (glibc gnu_dev_major / gnu_dev_minor).
+function major(dev: number): number {
+  return Number(((BigInt(dev) >> 8n) & 0xfffn) | ((BigInt(dev) >> 32n) & ~0xfffn));
+}
+function minor(dev: number): number {
+  return Number((BigInt(dev) & 0xffn) | ((BigInt(dev) >> 12n) & ~0xffn));
+}
+
+export { BLOCK };

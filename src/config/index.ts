@@ -1,0 +1,3 @@
+export * from './units.js';
+export * from './schema.js';
+export * from './load.js';

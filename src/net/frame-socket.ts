@@ -1,0 +1,95 @@
+import type { Socket } from 'node:net';
+import { FrameReader } from '../../protocol/reader.js';
+import type { Decoded } from '../../protocol/frames.js';
+import { NbackupError } from '../errors.js';
+
+/**
+ * Reads protocol frames from a socket with a deadline. Data that arrives before anyone asks is kept
+ * in the FrameReader; a frame that is malformed rejects with the decoder's ProtocolError. After the
+ * framed part of a conversation, `detach()` hands over the unread bytes for a raw body phase.
+ */
+export class FrameSocket {
+  readonly reader: FrameReader;
+  private ended = false;
+  private error: Error | null = null;
+  private notify: (() => void) | null = null;
+  private readonly onData = (chunk: Buffer): void => {
+    this.reader.push(chunk);
+    this.notify?.();
+  };
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    this.notify?.();
+  };
+  private readonly onError = (err: Error): void => {
+    this.error = err;
+    this.notify?.();
+  };
+  private readonly onClose = (): void => {
+    this.ended = true;
+    this.notify?.();
+  };
+
+  constructor(
+    readonly socket: Socket,
+    maxBuffered = 64 * 1024,
+  ) {
+    this.reader = new FrameReader({ maxBuffered });
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  /** Resolves with the next frame; rejects on a malformed frame, EOF, socket error or timeout. */
+  async read<T>(decode: (b: Buffer) => Decoded<T> | null, timeoutMs: number, what: string): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const frame = this.reader.read(decode);
+      if (frame !== null) return frame;
+      if (this.error) throw new NbackupError('network', `connection failed while waiting for ${what}: ${this.error.message}`, { cause: this.error });
+      if (this.ended) throw new NbackupError('network', `connection closed while waiting for ${what}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new NbackupError('timeout', `no ${what} within ${Math.round(timeoutMs / 1000)}s`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.notify = () => {
+          clearTimeout(timer);
+          this.notify = null;
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** Stops framing; returns whatever was received but not yet read as frames. */
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('error', this.onError);
+    this.socket.off('close', this.onClose);
+    return this.reader.takeAll();
+  }
+}
+
+/** Writes and resolves when the socket can take more (or rejects when it is gone). */
+export function writeWithBackpressure(socket: Socket, data: Buffer): Promise<void> | undefined {
+  if (socket.destroyed) return Promise.reject(new NbackupError('network', 'connection is closed'));
+  if (socket.write(data)) return undefined;
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = (): void => {
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+    };
+    const onDrain = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new NbackupError('network', 'connection closed while sending'));
+    };
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
+  });
+}

@@ -1,0 +1,168 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { TRAILER_SIZE } from '../../protocol/constants.js';
+import { decodeTrailer, type Trailer } from '../../protocol/frames.js';
+import { NbackupError, errorMessage } from '../errors.js';
+
+/**
+ * The body of a single-stream session: raw compressed bytes followed by the 44-byte trailer, with
+ * no length up front. Every byte goes to the temporary file as it arrives; SHA-256 runs inline on
+ * all but the last 44 bytes seen so far (the possible trailer), so the data is verified without
+ * reading the file back. At EOF those 44 bytes are the trailer and the file is cut before them.
+ *
+ * The receiver outlives a connection: a resumed session attaches a new socket and appends from
+ * `written`, with the hash state and held-back bytes exactly as they were.
+ */
+export interface BodyReceiverEvents {
+  /** Called after each write with the total bytes now in the file. */
+  onWritten?: (written: number) => void;
+}
+
+const HIGH_WATER = 4 * 1024 * 1024;
+const MAX_WRITE_BATCH = 64;
+
+export class BodyReceiver {
+  private readonly hash = crypto.createHash('sha256');
+  private holdback: Buffer = Buffer.alloc(0);
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private writing = false;
+  private failure: Error | null = null;
+  private idleWaiters: (() => void)[] = [];
+  private drainWaiters: (() => void)[] = [];
+  /** Bytes durably handed to the file (write(2) returned). */
+  written = 0;
+  /** Bytes accepted from the network: written + queued. */
+  received = 0;
+
+  constructor(
+    readonly fd: number,
+    private readonly events: BodyReceiverEvents = {},
+  ) {}
+
+  get failed(): Error | null {
+    return this.failure;
+  }
+
+  /** True while more than the high-water mark waits to be written: pause the socket. */
+  get congested(): boolean {
+    return this.queued >= HIGH_WATER;
+  }
+
+  /** Accepts bytes in arrival order. Never copies more than the 44 held-back bytes. */
+  push(chunk: Buffer): void {
+    if (this.failure) return;
+    if (chunk.length === 0) return;
+    this.received += chunk.length;
+    this.hashWithHoldback(chunk);
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    if (!this.writing) void this.drainQueue();
+  }
+
+  /** Resolves when the queue is below the high-water mark again. */
+  async drained(): Promise<void> {
+    while (this.congested && !this.failure) await new Promise<void>((r) => this.drainWaiters.push(r));
+  }
+
+  /** Resolves when everything pushed is in the file; rejects if a write failed. */
+  async flushed(): Promise<void> {
+    while ((this.writing || this.queue.length > 0) && !this.failure) {
+      await new Promise<void>((r) => this.idleWaiters.push(r));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /**
+   * After EOF: the held-back bytes must be a trailer for exactly the data before it, and the hash
+   * must match. Returns the verdict; the caller commits or discards.
+   */
+  verify(): { ok: true; trailer: Trailer; dataSize: number; sha256: string } | { ok: false; reason: string } {
+    if (this.received < TRAILER_SIZE || this.holdback.length !== TRAILER_SIZE) {
+      return { ok: false, reason: `stream ended after ${this.received} bytes, before a complete trailer` };
+    }
+    let trailer: Trailer;
+    try {
+      const decoded = decodeTrailer(this.holdback);
+      if (!decoded) return { ok: false, reason: 'incomplete trailer' };
+      trailer = decoded.value;
+    } catch (err) {
+      return { ok: false, reason: `malformed trailer: ${errorMessage(err)}` };
+    }
+    const dataSize = this.received - TRAILER_SIZE;
+    if (trailer.size !== dataSize) {
+      return { ok: false, reason: `trailer announces ${trailer.size} bytes but ${dataSize} arrived` };
+    }
+    const digest = this.hash.copy().digest();
+    if (!digest.equals(trailer.sha256)) {
+      return { ok: false, reason: `SHA-256 mismatch: received data hashes to ${digest.toString('hex')}, trailer says ${trailer.sha256.toString('hex')}` };
+    }
+    return { ok: true, trailer, dataSize, sha256: digest.toString('hex') };
+  }
+
+  private hashWithHoldback(chunk: Buffer): void {
+    const total = this.holdback.length + chunk.length;
+    if (total <= TRAILER_SIZE) {
+      this.holdback = Buffer.concat([this.holdback, chunk]);
+      return;
+    }
+    const toHash = total - TRAILER_SIZE;
+    if (toHash >= this.holdback.length) {
+      if (this.holdback.length > 0) this.hash.update(this.holdback);
+      this.hash.update(chunk.subarray(0, toHash - this.holdback.length));
+      this.holdback = Buffer.from(chunk.subarray(chunk.length - TRAILER_SIZE));
+    } else {
+      this.hash.update(this.holdback.subarray(0, toHash));
+      this.holdback = Buffer.concat([this.holdback.subarray(toHash), chunk]);
+    }
+  }
+
+  private async drainQueue(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.queue.length > 0 && !this.failure) {
+        const batch = this.queue.splice(0, MAX_WRITE_BATCH);
+        let bytes = 0;
+        for (const b of batch) bytes += b.length;
+        await writevAll(this.fd, batch, this.written);
+        this.queued -= bytes;
+        this.written += bytes;
+        this.events.onWritten?.(this.written);
+        if (!this.congested) wakeAll(this.drainWaiters);
+      }
+    } catch (err) {
+      this.failure = new NbackupError('storage', `write to temporary file failed: ${errorMessage(err)}`, { cause: err });
+    } finally {
+      this.writing = false;
+      wakeAll(this.drainWaiters);
+      wakeAll(this.idleWaiters);
+    }
+  }
+}
+
+function wakeAll(list: (() => void)[]): void {
+  for (const resolve of list.splice(0)) resolve();
+}
+
+/** writev at an explicit position, looping over short writes. */
+async function writevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
+  let pending = bufs;
+  let pos = position;
+  while (pending.length > 0) {
+    const n = await new Promise<number>((resolve, reject) =>
+      fs.writev(fd, pending, pos, (err, written) => (err ? reject(err) : resolve(written))),
+    );
+    pos += n;
+    let skip = n;
+    const rest: Buffer[] = [];
+    for (const b of pending) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      rest.push(skip > 0 ? b.subarray(skip) : b);
+      skip = 0;
+    }
+    pending = rest;
+  }
+}

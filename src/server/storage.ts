@@ -1,0 +1,155 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { NbackupError, errnoCode, errorMessage } from '../errors.js';
+import { nameProblem } from '../../protocol/names.js';
+
+/**
+ * One named storage: where an agent's backups land, how many are kept, and how much free space
+ * must remain. Paths are built only from names that passed the protocol's name rules, and are
+ * checked once more to lie inside `base_dir` before anything is created.
+ *
+ * Files: `<base_dir>/<agent>/<backup>/<timestamp>.tar.gz`, written first as a hidden temporary
+ * file in the same directory so that the final rename is atomic.
+ */
+export interface StorageConfig {
+  base_dir: string;
+  max_backups: number;
+  min_free: number;
+}
+
+export const TEMP_SUFFIX = '.tmp';
+const BACKUP_NAME = /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/;
+
+/** `2026-02-11T02-00-00-000`: UTC, sortable as text, no ':' so it is safe on every filesystem. */
+export function backupTimestamp(date: Date): string {
+  return date.toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '');
+}
+
+export class Storage {
+  readonly baseDir: string;
+
+  constructor(
+    readonly name: string,
+    readonly config: StorageConfig,
+  ) {
+    this.baseDir = path.resolve(config.base_dir);
+  }
+
+  /** The directory of one agent's backup; throws if the names would lead anywhere else. */
+  backupDir(agent: string, backup: string): string {
+    for (const [what, value] of [
+      ['agent', agent],
+      ['backup', backup],
+    ] as const) {
+      const problem = nameProblem(value);
+      if (problem) throw new NbackupError('rejected', `${what} name ${JSON.stringify(value)} ${problem}`);
+    }
+    const dir = path.resolve(this.baseDir, agent, backup);
+    if (!dir.startsWith(this.baseDir + path.sep)) {
+      throw new NbackupError('rejected', `backup directory ${dir} would lie outside ${this.baseDir}`);
+    }
+    return dir;
+  }
+
+  async freeBytes(): Promise<number> {
+    try {
+      await fs.promises.mkdir(this.baseDir, { recursive: true });
+      const st = await fs.promises.statfs(this.baseDir);
+      return st.bavail * st.bsize;
+    } catch (err) {
+      throw new NbackupError('storage', `cannot read free space of ${this.baseDir}: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Creates the temporary file for a new session and returns its path and descriptor. */
+  async createTemp(agent: string, backup: string, sessionId: string): Promise<{ path: string; fd: number }> {
+    const dir = this.backupDir(agent, backup);
+    await fs.promises.mkdir(dir, { recursive: true, mode: 0o750 });
+    const tmp = path.join(dir, `.${sessionId}.tar.gz${TEMP_SUFFIX}`);
+    const fd = await new Promise<number>((resolve, reject) =>
+      fs.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o640, (err, fd) =>
+        err ? reject(err) : resolve(fd),
+      ),
+    );
+    return { path: tmp, fd };
+  }
+
+  /**
+   * Makes a verified temporary file a backup: cut it to the data size (the trailer is not part of
+   * the archive), fsync, rename to its timestamp name, fsync the directory, then rotate.
+   */
+  async commit(tmpPath: string, fd: number, dataSize: number, now = new Date()): Promise<{ file: string; removed: string[] }> {
+    const dir = path.dirname(tmpPath);
+    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, dataSize, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+    let when = now.getTime();
+    let final = '';
+    // Two sessions of one agent/backup cannot overlap (BUSY), but be safe against same-millisecond names.
+    for (let i = 0; i < 1000; i++, when++) {
+      final = path.join(dir, `${backupTimestamp(new Date(when))}.tar.gz`);
+      try {
+        await fs.promises.link(tmpPath, final);
+        break;
+      } catch (err) {
+        if (errnoCode(err) !== 'EEXIST') throw err;
+        final = '';
+      }
+    }
+    if (!final) throw new NbackupError('storage', `no free backup name in ${dir}`);
+    await fs.promises.unlink(tmpPath);
+    await fsyncDir(dir);
+    const removed = await this.rotate(dir);
+    return { file: final, removed };
+  }
+
+  /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones. */
+  async rotate(dir: string): Promise<string[]> {
+    const names = (await fs.promises.readdir(dir)).filter((n) => BACKUP_NAME.test(n)).sort();
+    const excess = names.slice(0, Math.max(0, names.length - this.config.max_backups));
+    for (const n of excess) await fs.promises.rm(path.join(dir, n), { force: true });
+    if (excess.length > 0) await fsyncDir(dir);
+    return excess.map((n) => path.join(dir, n));
+  }
+
+  /** Every temporary file under this storage: `<base>/<agent>/<backup>/.*.tmp`. */
+  async tempFiles(): Promise<string[]> {
+    const out: string[] = [];
+    const agents = await readdirOrEmpty(this.baseDir);
+    for (const a of agents) {
+      const backups = await readdirOrEmpty(path.join(this.baseDir, a));
+      for (const b of backups) {
+        for (const f of await readdirOrEmpty(path.join(this.baseDir, a, b))) {
+          if (f.startsWith('.') && f.endsWith(TEMP_SUFFIX)) out.push(path.join(this.baseDir, a, b, f));
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Lists committed backups of one agent/backup, oldest first. */
+  async list(agent: string, backup: string): Promise<string[]> {
+    const dir = this.backupDir(agent, backup);
+    return (await readdirOrEmpty(dir)).filter((n) => BACKUP_NAME.test(n)).sort().map((n) => path.join(dir, n));
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    const ents = await fs.promises.readdir(dir, { withFileTypes: true });
+    return ents.filter((e) => !e.isSymbolicLink()).map((e) => e.name);
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+    throw err;
+  }
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
