@@ -37,8 +37,13 @@ export class BodyReceiver {
 
   constructor(
     readonly fd: number,
-    private readonly events: BodyReceiverEvents = {},
+    private events: BodyReceiverEvents = {},
   ) {}
+
+  /** Who hears about writes: the connection currently feeding the session. */
+  setOnWritten(fn: ((written: number) => void) | undefined): void {
+    this.events = { onWritten: fn };
+  }
 
   get failed(): Error | null {
     return this.failure;
@@ -71,6 +76,15 @@ export class BodyReceiver {
       await new Promise<void>((r) => this.idleWaiters.push(r));
     }
     if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Whether the stream so far ends in something shaped like a trailer. A connection that ends
+   * without one was cut (a TCP reset can surface as EOF), not finished: the session waits for a
+   * RESUME instead of being judged.
+   */
+  endsWithTrailer(): boolean {
+    return this.holdback.length === TRAILER_SIZE && this.holdback.subarray(0, 4).toString('latin1') === 'DONE';
   }
 
   /**

@@ -2,15 +2,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { AckStatus, FinalStatus, HealthStatus, isSupportedVersion } from '../../protocol/constants.js';
+import { AckStatus, FinalStatus, HealthStatus, ResumeStatus, isSupportedVersion } from '../../protocol/constants.js';
 import {
   decodeClientHello,
   decodeMode,
   encodeAck,
   encodeFinalAck,
   encodeHealthPong,
+  encodeResumeAck,
   encodeSack,
   type Handshake,
+  type Resume,
 } from '../../protocol/frames.js';
 import { nameProblem } from '../../protocol/names.js';
 import type { ServerConfig } from '../config/index.js';
@@ -28,19 +30,37 @@ import { Storage } from './storage.js';
  */
 const SACK_EVERY = 1024 * 1024;
 
-interface ActiveSession {
+/** How long after the last write the server acknowledges a quiet stream anyway. */
+const IDLE_SACK_MS = 250;
+
+/**
+ * A backup session outlives its connection: when the connection breaks, the temporary file, the
+ * inline hash state and the held-back bytes wait (detached) for a RESUME until the TTL runs out.
+ */
+interface BackupSession {
   id: string;
   key: string;
   agent: string;
-  storage: string;
+  storage: Storage;
   backup: string;
   startedAt: number;
+  temp: { path: string; fd: number };
+  receiver: BodyReceiver;
+  /** The connection currently feeding the session, or null while detached. */
+  socket: tls.TLSSocket | null;
+  /** Settles when the current connection has finished with the session (any outcome). */
+  attached: Promise<void> | null;
+  ttlTimer: NodeJS.Timeout | null;
+  resumes: number;
+  closed: boolean;
 }
 
 export class BackupServer {
   private readonly server: tls.Server;
   private readonly storages = new Map<string, Storage>();
-  private readonly active = new Map<string, ActiveSession>();
+  /** agent:storage:backup → session (BUSY while attached), and sessionID → session (RESUME). */
+  private readonly active = new Map<string, BackupSession>();
+  private readonly byId = new Map<string, BackupSession>();
   private readonly sockets = new Set<tls.TLSSocket>();
 
   constructor(
@@ -110,6 +130,8 @@ export class BackupServer {
     switch (hello.kind) {
       case 'NBKP':
         return this.serveBackup(socket, frames, hello.value, remote);
+      case 'RSME':
+        return this.serveResume(socket, frames, hello.value, remote);
       case 'PING':
         return this.serveHealth(socket);
       default:
@@ -145,8 +167,7 @@ export class BackupServer {
       const problem = nameProblem(value);
       if (problem) return refuse(AckStatus.REJECT, `${what} name ${problem}`);
     }
-    const cn = socket.getPeerCertificate()?.subject?.CN;
-    const certName = Array.isArray(cn) ? cn[0] : cn;
+    const certName = peerName(socket);
     if (certName !== hs.agent) {
       return refuse(AckStatus.REJECT, `agent name "${hs.agent}" does not match certificate CN "${certName ?? ''}"`);
     }
@@ -165,44 +186,129 @@ export class BackupServer {
     const storage = await this.admit(socket, hs, remote);
     if (!storage) return;
     const key = `${hs.agent}:${hs.storage}:${hs.backup}`;
-    // Re-checked after the await in admit(): two handshakes may have raced.
+    const existing = this.active.get(key);
+    if (existing && existing.socket) {
+      socket.end(encodeAck({ status: AckStatus.BUSY, message: `a backup of ${key} is already running`, sessionId: '' }));
+      return;
+    }
+    // A detached session of the same backup is superseded: the agent chose to start over.
+    if (existing) await this.discard(existing, 'superseded by a new session of the same backup');
     if (this.active.has(key)) {
       socket.end(encodeAck({ status: AckStatus.BUSY, message: `a backup of ${key} is already running`, sessionId: '' }));
       return;
     }
-    const session: ActiveSession = {
-      id: crypto.randomUUID(),
+    const id = crypto.randomUUID();
+    const session: BackupSession = {
+      id,
       key,
       agent: hs.agent,
-      storage: hs.storage,
+      storage,
       backup: hs.backup,
       startedAt: Date.now(),
+      temp: { path: '', fd: -1 },
+      receiver: null as unknown as BodyReceiver,
+      socket,
+      attached: null,
+      ttlTimer: null,
+      resumes: 0,
+      closed: false,
     };
     this.active.set(key, session);
-    const ctx = { session: session.id, agent: hs.agent, storage: hs.storage, backup: hs.backup, remote };
-    let temp: { path: string; fd: number } | null = null;
-    let committed = false;
     try {
-      temp = await storage.createTemp(hs.agent, hs.backup, session.id);
-      socket.write(encodeAck({ status: AckStatus.GO, message: '', sessionId: session.id }));
-      this.log.info(ctx, 'session started');
-      const mode = await frames.read(decodeMode, this.config.server.handshake_timeout, 'stream mode');
-      if (mode.kind !== 'single') throw new NbackupError('protocol', 'parallel sessions are not served by this server version');
+      session.temp = await storage.createTemp(hs.agent, hs.backup, id);
+    } catch (err) {
+      this.active.delete(key);
+      socket.end(encodeAck({ status: AckStatus.FULL, message: `cannot create temporary file: ${errorMessage(err)}`, sessionId: '' }));
+      throw err;
+    }
+    session.receiver = new BodyReceiver(session.temp.fd);
+    this.byId.set(id, session);
+    socket.write(encodeAck({ status: AckStatus.GO, message: '', sessionId: id }));
+    this.log.info({ ...this.ctx(session), remote }, 'session started');
+    const mode = await frames.read(decodeMode, this.config.server.handshake_timeout, 'stream mode').catch(async (err: unknown) => {
+      await this.discard(session, `no stream mode: ${errorMessage(err)}`);
+      throw err;
+    });
+    if (mode.kind !== 'single') {
+      await this.discard(session, 'parallel mode requested');
+      throw new NbackupError('protocol', 'parallel sessions are not served by this server version');
+    }
+    await this.feed(session, socket, frames, remote);
+  }
 
-      const result = await this.receiveBody(socket, frames, temp.fd);
-      if (result === 'write-error') {
-        socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
-        this.log.error(ctx, 'session failed: write error');
+  private async serveResume(socket: tls.TLSSocket, frames: FrameSocket, rs: Resume, remote: string): Promise<void> {
+    const cn = peerName(socket);
+    const session = this.byId.get(rs.sessionId);
+    const notFound = (why: string): void => {
+      this.log.warn({ remote, session: rs.sessionId, agent: rs.agent, reason: why }, 'resume refused');
+      socket.end(encodeResumeAck({ status: ResumeStatus.NOT_FOUND, lastOffset: 0 }));
+    };
+    if (!isSupportedVersion(rs.version)) return notFound(`unsupported protocol version ${rs.version}`);
+    if (cn !== rs.agent) return notFound(`agent name "${rs.agent}" does not match certificate CN "${cn ?? ''}"`);
+    if (!session || session.closed) return notFound('unknown or expired session');
+    if (session.agent !== rs.agent || session.storage.name !== rs.storage) return notFound('agent or storage does not match the session');
+    // The old connection may still look alive here (a half-open link): the agent knows better.
+    if (session.socket) {
+      session.socket.destroy();
+      await session.attached;
+    }
+    if (session.closed) return notFound('session ended');
+    if (session.ttlTimer) clearTimeout(session.ttlTimer);
+    session.ttlTimer = null;
+    try {
+      await session.receiver.flushed();
+    } catch {
+      await this.discard(session, 'earlier write failed');
+      return notFound('session failed');
+    }
+    session.socket = socket;
+    session.resumes++;
+    const lastOffset = session.receiver.written;
+    socket.write(encodeResumeAck({ status: ResumeStatus.OK, lastOffset }));
+    this.log.info({ ...this.ctx(session), remote, lastOffset, resumes: session.resumes }, 'session resumed');
+    await this.feed(session, socket, frames, remote);
+  }
+
+  /**
+   * Runs one connection's share of a session: body bytes until EOF (then verify and commit) or
+   * until the connection breaks (then the session waits, detached, for a RESUME).
+   */
+  private async feed(session: BackupSession, socket: tls.TLSSocket, frames: FrameSocket, remote: string): Promise<void> {
+    let settle!: () => void;
+    session.attached = new Promise<void>((r) => (settle = r));
+    try {
+      const outcome = await this.receiveBody(session, socket, frames);
+      if (outcome === 'broken' || (!session.receiver.failed && !session.receiver.endsWithTrailer())) {
+        socket.destroy();
+        this.detach(session, remote);
         return;
       }
-      const verdict = result.verify();
-      if (!verdict.ok) {
-        socket.end(encodeFinalAck({ status: FinalStatus.CHECKSUM_MISMATCH }));
-        this.log.error({ ...ctx, reason: verdict.reason, bytes: result.received }, 'session failed: checksum mismatch, temporary file discarded');
-        return;
-      }
-      const { file, removed } = await storage.commit(temp.path, temp.fd, verdict.dataSize);
-      committed = true;
+      await this.finishSession(session, socket);
+    } finally {
+      if (session.socket === socket) session.socket = null;
+      settle();
+    }
+  }
+
+  private async finishSession(session: BackupSession, socket: tls.TLSSocket): Promise<void> {
+    const ctx = this.ctx(session);
+    const receiver = session.receiver;
+    if (receiver.failed) {
+      socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
+      await this.discard(session, `write error: ${receiver.failed.message}`);
+      return;
+    }
+    const verdict = receiver.verify();
+    if (!verdict.ok) {
+      socket.end(encodeFinalAck({ status: FinalStatus.CHECKSUM_MISMATCH }));
+      this.log.error({ ...ctx, reason: verdict.reason, bytes: receiver.received }, 'session failed: checksum mismatch');
+      await this.discard(session, 'checksum mismatch');
+      return;
+    }
+    try {
+      const { file, removed } = await session.storage.commit(session.temp.path, session.temp.fd, verdict.dataSize);
+      session.closed = true;
+      this.forget(session);
       socket.end(encodeFinalAck({ status: FinalStatus.OK }));
       const seconds = (Date.now() - session.startedAt) / 1000;
       this.log.info(
@@ -211,6 +317,7 @@ export class BackupServer {
           file,
           bytes: verdict.dataSize,
           sha256: verdict.sha256,
+          resumes: session.resumes,
           durationS: Number(seconds.toFixed(3)),
           mbPerS: Number((verdict.dataSize / 1048576 / Math.max(seconds, 0.001)).toFixed(1)),
           rotated: removed,
@@ -218,45 +325,86 @@ export class BackupServer {
         'session committed',
       );
     } catch (err) {
-      this.log.error({ ...ctx, err: errorMessage(err) }, 'session failed');
-      if (!socket.destroyed && socket.writable) {
-        // A write error on our side is worth telling the agent; anything else just closes.
-        if (err instanceof NbackupError && err.kind === 'storage') socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
-        else socket.destroy();
-      }
-    } finally {
-      this.active.delete(key);
-      if (temp && !committed) {
-        await closeQuietly(temp.fd);
-        await fs.promises.rm(temp.path, { force: true });
-      }
+      socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
+      await this.discard(session, `commit failed: ${errorMessage(err)}`);
     }
   }
 
+  /** The connection broke mid-body: keep the session for `session_ttl`, then delete it. */
+  private detach(session: BackupSession, remote: string): void {
+    if (session.closed) return;
+    session.socket = null;
+    const ttl = this.config.server.session_ttl;
+    this.log.warn({ ...this.ctx(session), remote, received: session.receiver.received, ttlS: ttl / 1000 }, 'connection lost; session kept for resume');
+    session.ttlTimer = setTimeout(() => {
+      void this.discard(session, `not resumed within ${Math.round(ttl / 1000)}s; temporary file deleted`);
+    }, ttl);
+    session.ttlTimer.unref();
+  }
+
+  /** Ends a session without committing: closes and deletes its temporary file. */
+  private async discard(session: BackupSession, reason: string): Promise<void> {
+    if (session.closed) return;
+    session.closed = true;
+    this.forget(session);
+    session.socket?.destroy();
+    await session.receiver?.flushed().catch(() => undefined);
+    if (session.temp.fd >= 0) await closeQuietly(session.temp.fd);
+    if (session.temp.path) await fs.promises.rm(session.temp.path, { force: true });
+    this.log.warn({ ...this.ctx(session), reason }, 'session discarded');
+  }
+
+  private forget(session: BackupSession): void {
+    if (session.ttlTimer) clearTimeout(session.ttlTimer);
+    session.ttlTimer = null;
+    if (this.active.get(session.key) === session) this.active.delete(session.key);
+    this.byId.delete(session.id);
+  }
+
+  private ctx(s: BackupSession): Record<string, unknown> {
+    return { session: s.id, agent: s.agent, storage: s.storage.name, backup: s.backup };
+  }
+
   /**
-   * Streams the body into the temporary file until the agent half-closes. Returns the receiver for
-   * verification, or 'write-error' when the disk failed.
+   * Streams body bytes into the session until the agent half-closes ('eof', everything flushed)
+   * or the connection breaks or goes silent for `idle_timeout` ('broken', everything flushed).
    */
-  private receiveBody(socket: tls.TLSSocket, frames: FrameSocket, fd: number): Promise<BodyReceiver | 'write-error'> {
-    return new Promise((resolve, reject) => {
-      let lastSack = 0;
-      const receiver = new BodyReceiver(fd, {
-        onWritten: (written) => {
-          if (written - lastSack >= SACK_EVERY && socket.writable) {
-            lastSack = written;
-            socket.write(encodeSack({ offset: written }));
-          }
-        },
-      });
+  private receiveBody(session: BackupSession, socket: tls.TLSSocket, frames: FrameSocket): Promise<'eof' | 'broken'> {
+    const receiver = session.receiver;
+    return new Promise((resolve) => {
+      let lastSack = receiver.written;
+      let idleSack: NodeJS.Timeout | null = null;
+      const sack = (): void => {
+        if (receiver.written > lastSack && socket.writable) {
+          lastSack = receiver.written;
+          socket.write(encodeSack({ offset: lastSack }));
+        }
+      };
+      const onWritten = (written: number): void => {
+        if (written - lastSack >= SACK_EVERY) sack();
+        if (idleSack) clearTimeout(idleSack);
+        idleSack = setTimeout(sack, IDLE_SACK_MS);
+      };
+      receiver.setOnWritten(onWritten);
       const idle = this.config.server.idle_timeout;
       socket.setTimeout(idle);
-      const finish = (fn: () => void): void => {
+      let done = false;
+      const finish = (outcome: 'eof' | 'broken'): void => {
+        if (done) return;
+        done = true;
+        if (idleSack) clearTimeout(idleSack);
+        receiver.setOnWritten(undefined);
         socket.setTimeout(0);
         socket.off('data', onData);
         socket.off('end', onEnd);
         socket.off('close', onClose);
         socket.off('timeout', onTimeout);
-        fn();
+        if (outcome === 'broken') socket.destroy();
+        // Either way the file must hold every byte accepted before anyone looks at offsets.
+        receiver.flushed().then(
+          () => resolve(outcome),
+          () => resolve(outcome),
+        );
       };
       const onData = (chunk: Buffer): void => {
         receiver.push(chunk);
@@ -265,20 +413,12 @@ export class BackupServer {
           void receiver.drained().then(() => socket.resume());
         }
       };
-      const onEnd = (): void => {
-        finish(() => {
-          receiver.flushed().then(
-            () => resolve(receiver),
-            () => resolve('write-error'),
-          );
-        });
+      const onEnd = (): void => finish('eof');
+      const onClose = (): void => finish('broken');
+      const onTimeout = (): void => {
+        this.log.warn({ ...this.ctx(session), idleS: idle / 1000 }, 'no data within the idle timeout; closing the connection');
+        finish('broken');
       };
-      const onClose = (): void => finish(() => reject(new NbackupError('network', `connection lost after ${receiver.received} body bytes`)));
-      const onTimeout = (): void =>
-        finish(() => {
-          socket.destroy();
-          reject(new NbackupError('timeout', `no data for ${Math.round(idle / 1000)}s after ${receiver.received} body bytes`));
-        });
       socket.on('data', onData);
       socket.on('end', onEnd);
       socket.on('close', onClose);
@@ -287,6 +427,11 @@ export class BackupServer {
       if (early.length > 0) onData(early);
     });
   }
+}
+
+function peerName(socket: tls.TLSSocket): string | undefined {
+  const cn = socket.getPeerCertificate()?.subject?.CN;
+  return Array.isArray(cn) ? cn[0] : cn;
 }
 
 function closeQuietly(fd: number): Promise<void> {
