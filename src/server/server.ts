@@ -147,7 +147,9 @@ export class BackupServer {
       free = Math.min(free, f);
       if (f < s.config.min_free) low = true;
     }
-    const status = low ? HealthStatus.LOW_DISK : this.active.size > 0 ? HealthStatus.BUSY : HealthStatus.READY;
+    // A session waiting (detached) for a resume is not work in progress.
+    const running = [...this.active.values()].some((s) => s.socket !== null);
+    const status = low ? HealthStatus.LOW_DISK : running ? HealthStatus.BUSY : HealthStatus.READY;
     socket.end(encodeHealthPong({ status, freeBytes: free }));
   }
 
