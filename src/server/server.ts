@@ -175,8 +175,6 @@ export class BackupServer {
     }
     const storage = this.storages.get(hs.storage);
     if (!storage) return refuse(AckStatus.STORAGE_NOT_FOUND, `storage "${hs.storage}" is not configured`);
-    const key = `${hs.agent}:${hs.storage}:${hs.backup}`;
-    if (this.active.has(key)) return refuse(AckStatus.BUSY, `a backup of ${key} is already running`);
     const free = await storage.freeBytes();
     if (free < storage.config.min_free) {
       return refuse(AckStatus.FULL, `storage "${storage.name}" has ${free} bytes free, below its reserve of ${storage.config.min_free}`);
@@ -189,12 +187,16 @@ export class BackupServer {
     if (!storage) return;
     const key = `${hs.agent}:${hs.storage}:${hs.backup}`;
     const existing = this.active.get(key);
-    if (existing && existing.socket) {
+    if (existing && existing.socket && !existing.socket.destroyed) {
       socket.end(encodeAck({ status: AckStatus.BUSY, message: `a backup of ${key} is already running`, sessionId: '' }));
       return;
     }
-    // A detached session of the same backup is superseded: the agent chose to start over.
-    if (existing) await this.discard(existing, 'superseded by a new session of the same backup');
+    // A detached session of the same backup (or one whose connection is already gone but not yet
+    // wound up) is superseded: the agent chose to start over.
+    if (existing) {
+      await existing.attached;
+      await this.discard(existing, 'superseded by a new session of the same backup');
+    }
     if (this.active.has(key)) {
       socket.end(encodeAck({ status: AckStatus.BUSY, message: `a backup of ${key} is already running`, sessionId: '' }));
       return;
