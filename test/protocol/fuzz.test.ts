@@ -39,17 +39,12 @@ import {
   decodeTrailer,
 } from '../../protocol/index.js';
 import { VECTORS } from './vectors.js';
+import { prng as seededInts } from '../helpers/tree.js';
 
-/** mulberry32: small, fast, good enough to spread inputs. */
+/** The shared seeded PRNG, scaled to [0, 1). */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededInts(seed);
+  return () => next() / 4294967296;
 }
 
 const DECODERS: [string, (b: Buffer) => Decoded<unknown> | null][] = [
