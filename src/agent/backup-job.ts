@@ -15,6 +15,7 @@ import type { Logger } from '../log/logger.js';
 import { FrameSocket, writeWithBackpressure } from '../net/frame-socket.js';
 import type { TlsMaterial } from '../tls/material.js';
 import { connectServer } from './connection.js';
+import { selectGzipCodec } from './gzip-codec.js';
 import { runPipeline, type PipelineResult } from './pipeline.js';
 import { RingBuffer } from './ring-buffer.js';
 import { checkSources } from './scanner.js';
@@ -138,7 +139,8 @@ async function runSession(entry: BackupEntry, sources: string[], ctx: BackupCont
     throw new NbackupError('rejected', `server refused the backup: ${statusName(AckStatus, ack.status)}${ack.message ? ` (${ack.message})` : ''}`);
   }
   const sessionId = ack.sessionId;
-  blog.info({ session: sessionId, sources, exclude: entry.exclude }, 'backup started');
+  const codec = selectGzipCodec((why) => blog.warn(why));
+  blog.info({ session: sessionId, sources, exclude: entry.exclude, gzip: codec.name, level: entry.compression.level }, 'backup started');
   socket.write(encodeSingleMode());
 
   const ring = new RingBuffer(entry.resume.buffer_size);
@@ -148,6 +150,7 @@ async function runSession(entry: BackupEntry, sources: string[], ctx: BackupCont
     sources,
     exclude: entry.exclude,
     level: entry.compression.level,
+    codec,
     deliver: (out) => ring.write(out),
     onWarning: (w) => blog.warn({ path: w.path }, w.message),
     signal: ctx.signal,

@@ -1,5 +1,5 @@
-import zlib from 'node:zlib';
 import { NbackupError } from '../errors.js';
+import { selectGzipCodec, type GzipCodec } from './gzip-codec.js';
 
 /**
  * Compresses fixed-size blocks concurrently on libuv's thread pool and delivers the results in
@@ -13,34 +13,43 @@ import { NbackupError } from '../errors.js';
 export interface ParallelGzipOptions {
   level: number;
   maxInFlight: number;
-  /** Size of the blocks pushed; sizes zlib's output buffer so one block is one thread-pool job. */
+  /** Largest block pushed; sizes the reusable output buffers. */
   blockSize: number;
+  /**
+   * Takes one compressed block. The buffer is only valid until the returned promise settles (it is
+   * reused for a later block): copy what must be kept.
+   */
   deliver: (compressed: Buffer) => Promise<void> | void;
-  /** Called with each input block once zlib no longer needs it, for reuse by the packer. */
+  /** Called with each input block once the compressor no longer needs it, for reuse by the packer. */
   recycle?: (block: Buffer) => void;
+  /** Default: libdeflate when built, else node:zlib (see gzip-codec.ts). */
+  codec?: GzipCodec;
 }
 
 export class ParallelGzip {
   private inFlight = 0;
   private nextSeq = 0;
   private nextDeliver = 0;
-  private readonly ready = new Map<number, Buffer>();
+  private readonly ready = new Map<number, { out: Buffer; output: Buffer }>();
   private delivering = false;
   private failure: Error | null = null;
   private waiters: (() => void)[] = [];
-  private readonly zopts: zlib.ZlibOptions;
+  /** Output buffers of delivered blocks, reused: at most `maxInFlight` ever exist. */
+  private readonly outputs: Buffer[] = [];
+  private readonly outputSize: number;
+  readonly codec: GzipCodec;
   bytesIn = 0;
   bytesOut = 0;
 
   constructor(private readonly opts: ParallelGzipOptions) {
-    // One output buffer large enough for a whole block (deflate's worst-case expansion is tiny)
-    // means one thread-pool round trip per block instead of one per 16 KiB.
-    this.zopts = { level: opts.level, chunkSize: opts.blockSize + (opts.blockSize >> 4) + 1024 };
+    this.codec = opts.codec ?? selectGzipCodec();
+    this.outputSize = this.codec.name === 'zlib' ? 0 : this.codec.bound(opts.blockSize);
   }
 
   /** Queues one block; resolves once there is room for the next. */
   async push(block: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
+    if (block.length > this.opts.blockSize) throw new NbackupError('internal', `block of ${block.length} bytes exceeds the block size ${this.opts.blockSize}`);
     while (this.inFlight >= this.opts.maxInFlight) {
       await new Promise<void>((resolve) => this.waiters.push(resolve));
       if (this.failure) throw this.failure;
@@ -48,15 +57,18 @@ export class ParallelGzip {
     const seq = this.nextSeq++;
     this.inFlight++;
     this.bytesIn += block.length;
-    zlib.gzip(block, this.zopts, (err, out) => {
-      this.opts.recycle?.(block);
-      if (err) {
+    const output = this.outputs.pop() ?? Buffer.allocUnsafeSlow(this.outputSize);
+    this.codec.compress(block, output, this.opts.level).then(
+      (out) => {
+        this.opts.recycle?.(block);
+        this.ready.set(seq, { out, output });
+        void this.pump();
+      },
+      (err: Error) => {
+        this.opts.recycle?.(block);
         this.fail(new NbackupError('internal', `gzip failed: ${err.message}`, { cause: err }));
-        return;
-      }
-      this.ready.set(seq, out);
-      void this.pump();
-    });
+      },
+    );
   }
 
   /** Resolves when every pushed block has been compressed and delivered. */
@@ -78,11 +90,12 @@ export class ParallelGzip {
     this.delivering = true;
     try {
       while (!this.failure && this.ready.has(this.nextDeliver)) {
-        const out = this.ready.get(this.nextDeliver)!;
+        const { out, output } = this.ready.get(this.nextDeliver)!;
         this.ready.delete(this.nextDeliver);
         this.nextDeliver++;
         this.bytesOut += out.length;
         await this.opts.deliver(out);
+        if (output.length > 0) this.outputs.push(output);
         this.inFlight--;
         this.wake();
       }

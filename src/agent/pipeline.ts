@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import type { ScanWarning } from './scanner.js';
 import { scanSources } from './scanner.js';
+import type { GzipCodec } from './gzip-codec.js';
 import { ParallelGzip } from './parallel-gzip.js';
 import { TarPacker, type PackStats } from './tar-packer.js';
 
@@ -19,6 +20,8 @@ export interface PipelineOptions {
   onWarning: (w: ScanWarning) => void;
   /** Compression jobs in flight; default: one more than the CPU count. */
   maxInFlight?: number;
+  /** Default: libdeflate when built, else node:zlib. */
+  codec?: GzipCodec;
   signal?: AbortSignal;
 }
 
@@ -34,6 +37,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const free: Buffer[] = [];
   const gzip = new ParallelGzip({
     level: opts.level,
+    codec: opts.codec,
     blockSize: BLOCK_SIZE,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism() + 1),
     recycle: (block) => {

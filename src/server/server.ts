@@ -377,6 +377,7 @@ export class BackupServer {
     const receiver = session.receiver;
     return new Promise((resolve) => {
       let lastSack = receiver.written;
+      let done = false;
       let idleSack: NodeJS.Timeout | null = null;
       const sack = (): void => {
         if (receiver.written > lastSack && socket.writable) {
@@ -386,29 +387,31 @@ export class BackupServer {
       };
       const onWritten = (written: number): void => {
         if (written - lastSack >= SACK_EVERY) sack();
+        if (done) return;
         if (idleSack) clearTimeout(idleSack);
         idleSack = setTimeout(sack, IDLE_SACK_MS);
       };
       receiver.setOnWritten(onWritten);
       const idle = this.config.server.idle_timeout;
       socket.setTimeout(idle);
-      let done = false;
       const finish = (outcome: 'eof' | 'broken'): void => {
         if (done) return;
         done = true;
         if (idleSack) clearTimeout(idleSack);
-        receiver.setOnWritten(undefined);
         socket.setTimeout(0);
         socket.off('data', onData);
         socket.off('end', onEnd);
         socket.off('close', onClose);
         socket.off('timeout', onTimeout);
         if (outcome === 'broken') socket.destroy();
-        // Either way the file must hold every byte accepted before anyone looks at offsets.
-        receiver.flushed().then(
-          () => resolve(outcome),
-          () => resolve(outcome),
-        );
+        // Either way the file must hold every byte accepted before anyone looks at offsets. After
+        // a half-close the agent still hears about every 1 MiB written, and the final offset.
+        const settled = (): void => {
+          if (outcome === 'eof') sack();
+          receiver.setOnWritten(undefined);
+          resolve(outcome);
+        };
+        receiver.flushed().then(settled, settled);
       };
       const onData = (chunk: Buffer): void => {
         receiver.push(chunk);

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { test } from 'node:test';
+import { gzipCodecByName, nativeGzipProblem, NATIVE_ADDON_PATH } from '../../src/agent/gzip-codec.js';
 import { ParallelGzip } from '../../src/agent/parallel-gzip.js';
 
 function blocks(n: number, size: number): Buffer[] {
@@ -13,25 +14,74 @@ function blocks(n: number, size: number): Buffer[] {
   return Array.from({ length: n }, (_, i) => (i % 3 === 0 ? crypto.randomBytes(size) : Buffer.alloc(size, `block ${i} `)));
 }
 
-test('output is the input, in order, as a gzip stream that gzip -t and gunzip accept', async () => {
-  const input = blocks(24, 256 * 1024);
-  const out: Buffer[] = [];
-  const gz = new ParallelGzip({ level: 1, maxInFlight: 4, blockSize: 256 * 1024, deliver: (b) => void out.push(b) });
-  for (const b of input) await gz.push(b);
-  await gz.end();
-  const all = Buffer.concat(out);
-  assert.equal(gz.bytesOut, all.length);
-  assert.ok(zlib.gunzipSync(all).equals(Buffer.concat(input)));
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-gz-'));
-  try {
-    const f = path.join(dir, 'x.gz');
-    fs.writeFileSync(f, all);
-    execFileSync('gzip', ['-t', f]);
-    const viaGzip = execFileSync('gzip', ['-dc', f], { maxBuffer: 64 * 1024 * 1024 });
-    assert.ok(viaGzip.equals(Buffer.concat(input)));
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+test('the libdeflate addon is built and loads (set NBACKUP_ALLOW_ZLIB=1 where no C compiler exists)', (t) => {
+  const codec = gzipCodecByName('libdeflate');
+  if (!codec && process.env.NBACKUP_ALLOW_ZLIB === '1') {
+    t.diagnostic(`libdeflate missing, allowed by NBACKUP_ALLOW_ZLIB: ${nativeGzipProblem()}`);
+    return;
   }
+  assert.ok(codec, `${NATIVE_ADDON_PATH}: ${nativeGzipProblem()}`);
+  assert.ok(codec.bound(1 << 20) > 1 << 20);
+});
+
+for (const name of ['libdeflate', 'zlib'] as const) {
+  test(`${name}: output is the input, in order, as a gzip stream that gzip -t and gzip -d accept`, async (t) => {
+    const codec = gzipCodecByName(name);
+    if (!codec) {
+      assert.equal(process.env.NBACKUP_ALLOW_ZLIB, '1', nativeGzipProblem());
+      return t.diagnostic('libdeflate not built');
+    }
+    // A short last block, as the packer sends at the end of the archive.
+    const input = [...blocks(24, 256 * 1024), Buffer.from('tail of the archive')];
+    const out: Buffer[] = [];
+    const gz = new ParallelGzip({
+      level: 1,
+      codec,
+      maxInFlight: 4,
+      blockSize: 256 * 1024,
+      // Delivered buffers are reused once the promise settles: keep copies.
+      deliver: async (b) => {
+        out.push(Buffer.from(b));
+        await new Promise((r) => setImmediate(r));
+      },
+    });
+    assert.equal(gz.codec.name, name);
+    for (const b of input) await gz.push(b);
+    await gz.end();
+    const all = Buffer.concat(out);
+    assert.equal(out.length, input.length, 'one gzip member per block');
+    assert.equal(gz.bytesOut, all.length);
+    assert.ok(all.length < Buffer.concat(input).length * 0.8, `compressed ${all.length}`);
+    assert.ok(zlib.gunzipSync(all).equals(Buffer.concat(input)));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-gz-'));
+    try {
+      const f = path.join(dir, 'x.gz');
+      fs.writeFileSync(f, all);
+      execFileSync('gzip', ['-t', f]);
+      const viaGzip = execFileSync('gzip', ['-dc', f], { maxBuffer: 64 * 1024 * 1024 });
+      assert.ok(viaGzip.equals(Buffer.concat(input)));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+test('libdeflate and zlib agree on every level 1..9 (both decode to the input)', async (t) => {
+  const native = gzipCodecByName('libdeflate');
+  if (!native) return t.diagnostic('libdeflate not built');
+  const zl = gzipCodecByName('zlib')!;
+  const input = Buffer.concat(blocks(4, 64 * 1024));
+  for (let level = 1; level <= 9; level++) {
+    for (const codec of [native, zl]) {
+      const out = await codec.compress(input, Buffer.allocUnsafe(codec.bound(input.length)), level);
+      assert.ok(zlib.gunzipSync(out).equals(input), `${codec.name} level ${level}`);
+    }
+  }
+});
+
+test('a block larger than the block size is refused', async () => {
+  const gz = new ParallelGzip({ level: 1, maxInFlight: 2, blockSize: 1024, deliver: () => undefined });
+  await assert.rejects(gz.push(Buffer.alloc(1025)), /exceeds the block size/);
 });
 
 test('a slow consumer holds the producer back: never more than maxInFlight blocks outstanding', async () => {
