@@ -7,7 +7,9 @@
  *
  *   --dir PATH       a folder to back up (repeatable; default /usr/share and /usr/lib/x86_64-linux-gnu)
  *   --runs N         repetitions (default 1); with N > 1 the medians are reported
- *   --parallels N    the agent's backup entry `parallels` (default 0)
+ *   --parallels LIST the agent's backup entry `parallels`, one nbackup run per value in each
+ *                    repetition, e.g. `--parallels 0,4` (default 0 = single stream; parallel runs
+ *                    use all N streams from the start: auto_scaler off)
  *   --keep           keep the temporary folder (configs, keys, outputs)
  *
  * The reference needs pigz, sshd and ssh; when one is missing it is skipped with a notice. It uses a
@@ -52,7 +54,7 @@ const STORAGE_NAME = 'bench';
 interface Options {
   dirs: string[];
   runs: number;
-  parallels: number;
+  parallels: number[];
   keep: boolean;
 }
 
@@ -61,13 +63,13 @@ class UsageError extends Error {}
 const USAGE = `usage: npm run bench -- [--dir PATH]... [--runs N] [--parallels N] [--keep]
   --dir PATH      folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
   --runs N        repetitions, medians reported when N > 1 (default 1)
-  --parallels N   agent backup entry "parallels", 0..255 (default 0)
+  --parallels L   comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
   --keep          keep the temporary folder`;
 
 function parseOptions(argv: string[]): Options {
   const dirs: string[] = [];
   let runs = 1;
-  let parallels = 0;
+  let parallels = [0];
   let keep = false;
   const intArg = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = v === undefined ? NaN : Number(v);
@@ -94,7 +96,7 @@ function parseOptions(argv: string[]): Options {
         runs = intArg('--runs', value(), 1, 1000);
         break;
       case '--parallels':
-        parallels = intArg('--parallels', value(), 0, 255);
+        parallels = (value() ?? '').split(',').map((v) => intArg('--parallels', v, 0, 255));
         break;
       case '--keep':
         keep = true;
@@ -263,6 +265,8 @@ interface NbackupRun {
   outputBytes: number;
   agentPeakRss: number | null;
   serverPeakRss: number | null;
+  /** The agent's gzip codec (libdeflate or zlib), from its log. */
+  gzip: string | null;
   gzipTest: { ok: boolean; seconds: number; error?: string };
   /** From the agent's "backup committed" log line, when present. */
   tarBytes: number | null;
@@ -284,12 +288,16 @@ async function findBackups(dir: string): Promise<string[]> {
   return found.sort();
 }
 
+function modeLabel(parallels: number): string {
+  return parallels === 0 ? '(single)' : `(parallels ${parallels})`;
+}
+
 function tail(text: string, lines = 40): string {
   return text.split('\n').filter((l) => l !== '').slice(-lines).join('\n');
 }
 
-async function runNbackup(nb: NbackupSetup, opts: Options, runNo: number): Promise<NbackupRun> {
-  const runDir = join(nb.root, `run${runNo}`);
+async function runNbackup(nb: NbackupSetup, opts: Options, parallels: number, runNo: number): Promise<NbackupRun> {
+  const runDir = join(nb.root, `run${runNo}-p${parallels}`);
   const storageDir = join(runDir, 'storage');
   await mkdir(storageDir, { recursive: true });
   const serverYaml = join(runDir, 'server.yaml');
@@ -312,7 +320,8 @@ async function runNbackup(nb: NbackupSetup, opts: Options, runNo: number): Promi
           name: BACKUP_NAME,
           storage: STORAGE_NAME,
           schedule: '0 2 * * *',
-          parallels: opts.parallels,
+          parallels,
+          auto_scaler: { enabled: false },
           sources: opts.dirs.map((path) => ({ path })),
           exclude: [],
           compression: { level: 1 },
@@ -357,9 +366,11 @@ async function runNbackup(nb: NbackupSetup, opts: Options, runNo: number): Promi
     }
 
     let committed: Record<string, unknown> | null = null;
+    let started: Record<string, unknown> | null = null;
     for (const line of (r.stdout + '\n' + r.stderr).split('\n')) {
       const l = parseLogLine(line);
       if (l && l.msg === 'backup committed') committed = l;
+      if (l && l.msg === 'backup started') started = l;
     }
     const num = (v: unknown) => (typeof v === 'number' ? v : null);
 
@@ -381,6 +392,7 @@ async function runNbackup(nb: NbackupSetup, opts: Options, runNo: number): Promi
       serverPeakRss,
       gzipTest,
       tarBytes: num(committed?.tarBytes),
+      gzip: started && typeof started.gzip === 'string' ? started.gzip : null,
       files: num(committed?.files),
       warnings: num(committed?.warnings),
       file,
@@ -408,7 +420,8 @@ interface RunRecord {
   run: number;
   order: 'reference-first' | 'nbackup-first';
   reference: ReferenceRun | null;
-  nbackup: NbackupRun;
+  /** One nbackup run per `--parallels` value, in that order. */
+  nbackup: NbackupRun[];
 }
 
 async function main(): Promise<number> {
@@ -493,7 +506,7 @@ async function main(): Promise<number> {
   for (let i = 1; i <= opts.runs; i++) {
     const order: RunRecord['order'] = i % 2 === 1 ? 'reference-first' : 'nbackup-first';
     let reference: ReferenceRun | null = null;
-    let nbackup: NbackupRun | null = null;
+    const nbackup: NbackupRun[] = [];
     const doRef = async () => {
       if (!ref) return;
       log(`run ${i}/${opts.runs}: reference...`);
@@ -501,12 +514,16 @@ async function main(): Promise<number> {
       log(`run ${i}/${opts.runs}: reference ${fmtSeconds(reference.seconds)}, ${fmtBytes(reference.outputBytes)}`);
     };
     const doNb = async () => {
-      log(`run ${i}/${opts.runs}: nbackup...`);
-      nbackup = await runNbackup(nb, opts, i);
-      log(
-        `run ${i}/${opts.runs}: nbackup ${fmtSeconds(nbackup.seconds)}, ${fmtBytes(nbackup.outputBytes)}, ` +
-          `agent ${fmtMiB(nbackup.agentPeakRss)}, server ${fmtMiB(nbackup.serverPeakRss)}, gzip -t ${nbackup.gzipTest.ok ? 'OK' : 'FAILED'}`,
-      );
+      for (const p of opts.parallels) {
+        const label = modeLabel(p);
+        log(`run ${i}/${opts.runs}: nbackup ${label}...`);
+        const r = await runNbackup(nb, opts, p, i);
+        nbackup.push(r);
+        log(
+          `run ${i}/${opts.runs}: nbackup ${label} ${fmtSeconds(r.seconds)}, ${fmtBytes(r.outputBytes)}, ` +
+            `agent ${fmtMiB(r.agentPeakRss)}, server ${fmtMiB(r.serverPeakRss)}, gzip -t ${r.gzipTest.ok ? 'OK' : 'FAILED'}`,
+        );
+      }
     };
     if (order === 'reference-first') {
       await doRef();
@@ -515,24 +532,33 @@ async function main(): Promise<number> {
       await doNb();
       await doRef();
     }
-    const nbr = nbackup as NbackupRun | null;
-    if (!nbr) throw new Fatal('internal: nbackup run missing');
-    if (!nbr.gzipTest.ok) gzipFailures++;
-    records.push({ run: i, order, reference, nbackup: nbr });
+    gzipFailures += nbackup.filter((r) => !r.gzipTest.ok).length;
+    records.push({ run: i, order, reference, nbackup });
   }
 
   // Summary.
   const inputBytes = warm.tarBytes;
   const refSec = median(records.map((r) => r.reference?.seconds));
   const refOut = median(records.map((r) => r.reference?.outputBytes));
-  const nbSec = median(records.map((r) => r.nbackup.seconds));
-  const nbOut = median(records.map((r) => r.nbackup.outputBytes));
-  const agentRss = median(records.map((r) => r.nbackup.agentPeakRss));
-  const serverRss = median(records.map((r) => r.nbackup.serverPeakRss));
-  const gzipSec = median(records.map((r) => r.nbackup.gzipTest.seconds));
-  const timeRatio = ratio(nbSec, refSec);
-  const sizeRatio = ratio(nbOut, refOut);
-  const last = records[records.length - 1].nbackup;
+  const modes = opts.parallels.map((p, k) => {
+    const runs = records.map((r) => r.nbackup[k]);
+    const seconds = median(runs.map((r) => r.seconds));
+    const outputBytes = median(runs.map((r) => r.outputBytes));
+    return {
+      parallels: p,
+      label: modeLabel(p),
+      runs,
+      seconds,
+      outputBytes,
+      agentRss: median(runs.map((r) => r.agentPeakRss)),
+      serverRss: median(runs.map((r) => r.serverPeakRss)),
+      gzipSec: median(runs.map((r) => r.gzipTest.seconds)),
+      gzipOk: runs.every((r) => r.gzipTest.ok),
+      timeRatio: ratio(seconds, refSec),
+      sizeRatio: ratio(outputBytes, refOut),
+    };
+  });
+  const last = records[records.length - 1].nbackup[0];
   const med = opts.runs > 1 ? ` (median of ${opts.runs})` : '';
 
   const lines: string[] = [];
@@ -542,57 +568,69 @@ async function main(): Promise<number> {
   lines.push(`machine     ${cpus} CPUs (${osCpus()[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}, node ${process.version}`);
   lines.push(`dirs        ${opts.dirs.join(' ')}`);
   lines.push(`input       tar stream ${fmtBytes(inputBytes)}; du -sb ${fmtBytes(du.total)}${last.files !== null ? `; ${last.files.toLocaleString('en-US')} entries (agent)` : ''}`);
-  lines.push(`settings    runs ${opts.runs}, parallels ${opts.parallels}, gzip level 1 on both sides, page cache warmed (${warm.seconds.toFixed(1)} s)`);
+  lines.push(`settings    runs ${opts.runs}, parallels ${opts.parallels.join(',')}, gzip level 1 on both sides, page cache warmed (${warm.seconds.toFixed(1)} s)`);
   lines.push(
     ref
       ? `reference   tar -cf - DIRS | pigz -1 -p${cpus} | ssh -p ${ref.sshd.port} ... 127.0.0.1 'cat > FILE'   (${versions.ssh ?? 'ssh ?'})`
       : `reference   SKIPPED: ${referenceSkipped}`,
   );
-  lines.push(`nbackup     node dist/cmd/nbackup-agent.js --once → nbackup-server, TLS 1.3 mTLS on 127.0.0.1`);
+  lines.push(`nbackup     node dist/cmd/nbackup-agent.js --once → nbackup-server, TLS 1.3 mTLS on 127.0.0.1, gzip: ${last.gzip ?? '?'}`);
   lines.push('');
-  const gzipCell = `${records.every((r) => r.nbackup.gzipTest.ok) ? 'OK' : `FAILED (${gzipFailures}/${records.length})`} (${fmtSeconds(gzipSec)}, untimed)`;
   lines.push(
     table(
-      ['', 'reference (tar|pigz|ssh)', 'nbackup'],
+      ['', 'reference (tar|pigz|ssh)', ...modes.map((m) => `nbackup ${m.label}`)],
       [
-        [`wall time${med}`, ref ? fmtSeconds(refSec) : 'skipped', fmtSeconds(nbSec)],
-        ['throughput (tar input)', ref ? fmtRate(inputBytes, refSec) : '-', fmtRate(inputBytes, nbSec)],
-        [`output size${med}`, ref ? fmtBytes(refOut) : '-', fmtBytes(nbOut)],
-        ['compression ratio', ref && refOut ? `${((refOut / inputBytes) * 100).toFixed(1)} %` : '-', nbOut ? `${((nbOut / inputBytes) * 100).toFixed(1)} %` : '-'],
-        ['agent peak RSS (VmHWM)', '-', fmtMiB(agentRss)],
-        ['server peak RSS (VmHWM)', '-', fmtMiB(serverRss)],
-        ['gzip -t of the backup', '-', gzipCell],
+        [`wall time${med}`, ref ? fmtSeconds(refSec) : 'skipped', ...modes.map((m) => fmtSeconds(m.seconds))],
+        ['time / reference', ref ? '1.00x' : '-', ...modes.map((m) => (m.timeRatio !== null ? `${m.timeRatio.toFixed(2)}x` : '-'))],
+        ['throughput (tar input)', ref ? fmtRate(inputBytes, refSec) : '-', ...modes.map((m) => fmtRate(inputBytes, m.seconds))],
+        [`output size${med}`, ref ? fmtBytes(refOut) : '-', ...modes.map((m) => fmtBytes(m.outputBytes))],
+        [
+          'compression ratio',
+          ref && refOut ? `${((refOut / inputBytes) * 100).toFixed(1)} %` : '-',
+          ...modes.map((m) => (m.outputBytes ? `${((m.outputBytes / inputBytes) * 100).toFixed(1)} %` : '-')),
+        ],
+        ['agent peak RSS (VmHWM)', '-', ...modes.map((m) => fmtMiB(m.agentRss))],
+        ['server peak RSS (VmHWM)', '-', ...modes.map((m) => fmtMiB(m.serverRss))],
+        ['gzip -t of the backup', '-', ...modes.map((m) => `${m.gzipOk ? 'OK' : 'FAILED'} (${fmtSeconds(m.gzipSec)}, untimed)`)],
       ],
     ),
   );
   lines.push('');
-  lines.push(
-    timeRatio !== null
-      ? `ratio nbackup/reference: time ${timeRatio.toFixed(2)}x (${timeRatio > 1 ? `nbackup ${((timeRatio - 1) * 100).toFixed(0)} % slower` : `nbackup ${((1 - timeRatio) * 100).toFixed(0)} % faster`}), output size ${sizeRatio?.toFixed(3) ?? '-'}x`
-      : 'ratio nbackup/reference: - (reference skipped)',
-  );
+  for (const m of modes) {
+    lines.push(
+      m.timeRatio !== null
+        ? `ratio nbackup ${m.label}/reference: time ${m.timeRatio.toFixed(2)}x (${m.timeRatio > 1 ? `nbackup ${((m.timeRatio - 1) * 100).toFixed(0)} % slower` : `nbackup ${((1 - m.timeRatio) * 100).toFixed(0)} % faster`}), output size ${m.sizeRatio?.toFixed(3) ?? '-'}x`
+        : `ratio nbackup ${m.label}/reference: - (reference skipped)`,
+    );
+  }
   if (last.tarBytes !== null && last.tarBytes !== inputBytes) {
     lines.push(`note: the agent's tar stream was ${fmtBytes(last.tarBytes)} (GNU tar's: ${fmtBytes(inputBytes)})`);
   }
   if (last.warnings) lines.push(`note: the agent reported ${last.warnings} warning(s) while reading the sources`);
-  if (opts.runs > 1) {
+  if (opts.runs > 1 || modes.length > 1) {
     lines.push('');
     lines.push('per run:');
     lines.push(
       table(
-        ['run', 'order', 'ref time', 'nbackup time', 'ratio', 'ref output', 'nbackup output', 'agent RSS', 'server RSS', 'gzip -t'],
-        records.map((r) => [
-          String(r.run),
-          r.order,
-          fmtSeconds(r.reference?.seconds ?? null),
-          fmtSeconds(r.nbackup.seconds),
-          ratio(r.nbackup.seconds, r.reference?.seconds ?? null)?.toFixed(2) ?? '-',
-          r.reference ? r.reference.outputBytes.toLocaleString('en-US') : '-',
-          r.nbackup.outputBytes.toLocaleString('en-US'),
-          fmtMiB(r.nbackup.agentPeakRss),
-          fmtMiB(r.nbackup.serverPeakRss),
-          r.nbackup.gzipTest.ok ? 'OK' : 'FAILED',
-        ]),
+        ['run', 'order', 'mode', 'ref time', 'nbackup time', 'ratio', 'ref output', 'nbackup output', 'agent RSS', 'server RSS', 'gzip -t'],
+        records.flatMap((r) =>
+          modes.map((m, k) => {
+            const n = r.nbackup[k];
+            return [
+              String(r.run),
+              r.order,
+              m.label,
+              fmtSeconds(r.reference?.seconds ?? null),
+              fmtSeconds(n.seconds),
+              ratio(n.seconds, r.reference?.seconds ?? null)?.toFixed(2) ?? '-',
+              r.reference ? r.reference.outputBytes.toLocaleString('en-US') : '-',
+              n.outputBytes.toLocaleString('en-US'),
+              fmtMiB(n.agentPeakRss),
+              fmtMiB(n.serverPeakRss),
+              n.gzipTest.ok ? 'OK' : 'FAILED',
+            ];
+          }),
+        ),
       ),
     );
   }
@@ -613,33 +651,33 @@ async function main(): Promise<number> {
           mbPerS: refSec ? inputBytes / 1e6 / refSec : null,
         }
       : { skipped: referenceSkipped },
-    nbackup: {
-      seconds: nbSec,
-      outputBytes: nbOut,
-      mbPerS: nbSec ? inputBytes / 1e6 / nbSec : null,
-      agentPeakRssBytes: agentRss,
-      serverPeakRssBytes: serverRss,
-      gzipTestOk: gzipFailures === 0,
-      gzipTestSeconds: gzipSec,
-      agentTarBytes: last.tarBytes,
-      agentWarnings: last.warnings,
-    },
-    ratio: { time: timeRatio, outputSize: sizeRatio },
+    nbackup: modes.map((m) => ({
+      parallels: m.parallels,
+      seconds: m.seconds,
+      outputBytes: m.outputBytes,
+      mbPerS: m.seconds ? inputBytes / 1e6 / m.seconds : null,
+      agentPeakRssBytes: m.agentRss,
+      serverPeakRssBytes: m.serverRss,
+      gzipTestOk: m.gzipOk,
+      gzipTestSeconds: m.gzipSec,
+      ratio: { time: m.timeRatio, outputSize: m.sizeRatio },
+    })),
     runs: records.map((r) => ({
       run: r.run,
       order: r.order,
       reference: r.reference ? { seconds: r.reference.seconds, outputBytes: r.reference.outputBytes } : null,
-      nbackup: {
-        seconds: r.nbackup.seconds,
-        outputBytes: r.nbackup.outputBytes,
-        agentPeakRssBytes: r.nbackup.agentPeakRss,
-        serverPeakRssBytes: r.nbackup.serverPeakRss,
-        gzipTest: r.nbackup.gzipTest,
-        tarBytes: r.nbackup.tarBytes,
-        files: r.nbackup.files,
-        warnings: r.nbackup.warnings,
-      },
-      ratio: ratio(r.nbackup.seconds, r.reference?.seconds ?? null),
+      nbackup: r.nbackup.map((n, k) => ({
+        parallels: opts.parallels[k],
+        seconds: n.seconds,
+        outputBytes: n.outputBytes,
+        agentPeakRssBytes: n.agentPeakRss,
+        serverPeakRssBytes: n.serverPeakRss,
+        gzipTest: n.gzipTest,
+        tarBytes: n.tarBytes,
+        files: n.files,
+        warnings: n.warnings,
+        ratio: ratio(n.seconds, r.reference?.seconds ?? null),
+      })),
     })),
   };
   const resultsDir = join(REPO_ROOT, 'bench', 'results');

@@ -5,6 +5,7 @@ import {
   decodeServerDataMessage,
   encodeHandshake,
   encodeResume,
+  encodeParallelInit,
   encodeSingleMode,
   encodeTrailer,
 } from '../../protocol/frames.js';
@@ -14,10 +15,20 @@ import { NbackupError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { FrameSocket, writeWithBackpressure } from '../net/frame-socket.js';
 import type { TlsMaterial } from '../tls/material.js';
-import { connectServer } from './connection.js';
+import {
+  RestartSession,
+  SEND_SLICE,
+  backoff,
+  connectWithRetry,
+  isRetryable,
+  sleep,
+  type BackupContext,
+  type RunStats,
+} from './session-common.js';
 import { selectGzipCodec } from './gzip-codec.js';
 import { runPipeline, type PipelineResult } from './pipeline.js';
 import { RingBuffer } from './ring-buffer.js';
+import { runParallel } from './parallel-job.js';
 import { checkSources } from './scanner.js';
 
 /**
@@ -41,32 +52,8 @@ export interface BackupOutcome {
   bytesSent: number;
 }
 
-export interface BackupContext {
-  config: AgentConfig;
-  material: TlsMaterial;
-  log: Logger;
-  onProgress?: (p: { sent: number; acked: number; produced: number; done: boolean; retries: number }) => void;
-  signal?: AbortSignal;
-}
-
-/** Largest piece handed to one socket.write: big enough to amortise, small enough to interleave. */
-const SEND_SLICE = 256 * 1024;
 /** A new session (from scratch) is tried at most this many times per run. */
 const MAX_SESSIONS = 3;
-
-/** The current session cannot be resumed; the job starts over with a new one. */
-class RestartSession extends Error {}
-
-/** Counters across every connection of one backup run. */
-interface RunStats {
-  started: number;
-  reconnects: number;
-  /** Body bytes written to sockets, including resends. */
-  bytesSent: number;
-  bytesResent: number;
-  /** Furthest body offset ever sent, to count what a resume sends twice. */
-  highWater: number;
-}
 
 export async function runBackup(entry: BackupEntry, ctx: BackupContext): Promise<BackupOutcome> {
   const sources = entry.sources.map((s) => s.path);
@@ -84,41 +71,6 @@ export async function runBackup(entry: BackupEntry, ctx: BackupContext): Promise
       blog.warn({ reason: err.message, attempt: attempt + 1 }, 'starting a new session from the beginning');
     }
   }
-}
-
-function isRetryable(err: unknown): boolean {
-  return err instanceof NbackupError && (err.kind === 'network' || err.kind === 'timeout');
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    });
-  });
-}
-
-/** Connects, retrying with exponential backoff while the failure is a network one. */
-async function connectWithRetry(ctx: BackupContext, blog: Logger, stats: RunStats, failures: { n: number }): Promise<tls.TLSSocket> {
-  const { retry } = ctx.config;
-  for (;;) {
-    try {
-      return await connectServer(ctx.config.server, ctx.material, retry.connect_timeout);
-    } catch (err) {
-      failures.n++;
-      if (!isRetryable(err) || failures.n >= retry.max_attempts) throw err;
-      const delay = backoff(retry, failures.n);
-      blog.warn({ err: errorMessage(err), attempt: failures.n, delayMs: delay }, 'connection failed; retrying');
-      stats.reconnects++;
-      await sleep(delay, ctx.signal);
-    }
-  }
-}
-
-function backoff(retry: AgentConfig['retry'], failures: number): number {
-  return Math.min(retry.max_delay, retry.initial_delay * 2 ** Math.max(0, failures - 1));
 }
 
 async function runSession(entry: BackupEntry, sources: string[], ctx: BackupContext, blog: Logger, stats: RunStats): Promise<BackupOutcome> {
@@ -141,7 +93,8 @@ async function runSession(entry: BackupEntry, sources: string[], ctx: BackupCont
   const sessionId = ack.sessionId;
   const codec = selectGzipCodec((why) => blog.warn(why));
   blog.info({ session: sessionId, sources, exclude: entry.exclude, gzip: codec.name, level: entry.compression.level }, 'backup started');
-  socket.write(encodeSingleMode());
+  const parallel = entry.parallels > 0;
+  socket.write(parallel ? encodeParallelInit({ maxStreams: entry.parallels, chunkSize: entry.resume.chunk_size }) : encodeSingleMode());
 
   const ring = new RingBuffer(entry.resume.buffer_size);
   let result: PipelineResult | null = null;
@@ -168,12 +121,12 @@ async function runSession(entry: BackupEntry, sources: string[], ctx: BackupCont
   pipeline.catch(() => undefined);
 
   const link: Link = { ring, trailer: () => trailer, stats, progress: ctx.onProgress, readTimeout: config.retry.read_timeout, pipeline };
-  try {
+  /** Single stream: transmit, and on a broken connection resume from the server's offset. */
+  const single = async (): Promise<number> => {
     let from = 0;
     for (;;) {
-      let status: number;
       try {
-        status = await transmit(link, socket, frames, from);
+        return await transmit(link, socket, frames, from);
       } catch (err) {
         socket.destroy();
         if (!isRetryable(err)) throw err;
@@ -211,47 +164,52 @@ async function runSession(entry: BackupEntry, sources: string[], ctx: BackupCont
         stats.bytesResent += resend;
         blog.info({ session: sessionId, lastOffset: ra.lastOffset, resending: resend, reconnects: stats.reconnects }, 'session resumed');
         from = ra.lastOffset;
-        continue;
       }
-      await pipeline;
-      const r = result as PipelineResult | null;
-      if (!r) throw new NbackupError('internal', 'pipeline finished without a result');
-      if (status !== FinalStatus.OK) {
-        throw new NbackupError(
-          status === FinalStatus.CHECKSUM_MISMATCH ? 'checksum' : 'server',
-          `server did not commit the backup: ${statusName(FinalStatus, status)}`,
-        );
-      }
-      ctx.onProgress?.({ sent: stats.bytesSent, acked: ring.tail, produced: ring.head, done: true, retries: stats.reconnects });
-      const outcome: BackupOutcome = {
-        backup: entry.name,
-        sessionId,
-        bytes: r.size,
-        sha256: r.sha256.toString('hex'),
-        files: r.pack.files,
-        warnings: r.pack.warnings,
-        durationMs: Date.now() - stats.started,
+    }
+  };
+
+  try {
+    const status = parallel
+      ? await runParallel({ entry, ctx, blog, stats, sessionId, primary: socket, primaryFrames: frames, ring, pipeline, trailer: () => trailer })
+      : await single();
+    await pipeline;
+    const r = result as PipelineResult | null;
+    if (!r) throw new NbackupError('internal', 'pipeline finished without a result');
+    if (status !== FinalStatus.OK) {
+      throw new NbackupError(
+        status === FinalStatus.CHECKSUM_MISMATCH ? 'checksum' : 'server',
+        `server did not commit the backup: ${statusName(FinalStatus, status)}`,
+      );
+    }
+    ctx.onProgress?.({ sent: stats.bytesSent, acked: ring.tail, produced: ring.head, done: true, retries: stats.reconnects });
+    const outcome: BackupOutcome = {
+      backup: entry.name,
+      sessionId,
+      bytes: r.size,
+      sha256: r.sha256.toString('hex'),
+      files: r.pack.files,
+      warnings: r.pack.warnings,
+      durationMs: Date.now() - stats.started,
+      reconnects: stats.reconnects,
+      bytesSent: stats.bytesSent,
+    };
+    blog.info(
+      {
+        session: sessionId,
+        bytes: outcome.bytes,
+        tarBytes: r.pack.tarBytes,
+        files: outcome.files,
+        warnings: outcome.warnings,
+        sha256: outcome.sha256,
         reconnects: stats.reconnects,
         bytesSent: stats.bytesSent,
-      };
-      blog.info(
-        {
-          session: sessionId,
-          bytes: outcome.bytes,
-          tarBytes: r.pack.tarBytes,
-          files: outcome.files,
-          warnings: outcome.warnings,
-          sha256: outcome.sha256,
-          reconnects: stats.reconnects,
-          bytesSent: stats.bytesSent,
-          bytesResent: stats.bytesResent,
-          durationS: outcome.durationMs / 1000,
-          mbPerS: Number((r.pack.tarBytes / 1048576 / Math.max(outcome.durationMs / 1000, 0.001)).toFixed(1)),
-        },
-        'backup committed',
-      );
-      return outcome;
-    }
+        bytesResent: stats.bytesResent,
+        durationS: outcome.durationMs / 1000,
+        mbPerS: Number((r.pack.tarBytes / 1048576 / Math.max(outcome.durationMs / 1000, 0.001)).toFixed(1)),
+      },
+      'backup committed',
+    );
+    return outcome;
   } catch (err) {
     // Stop the producer, and wait for it, before the job returns or starts over.
     ring.fail(err instanceof Error ? err : new Error(String(err)));

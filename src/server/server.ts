@@ -2,16 +2,19 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
-import { AckStatus, FinalStatus, HealthStatus, ResumeStatus, isSupportedVersion } from '../../protocol/constants.js';
+import { AckStatus, FinalStatus, HealthStatus, ParallelStatus, ResumeStatus, isSupportedVersion } from '../../protocol/constants.js';
 import {
   decodeClientHello,
   decodeMode,
+  decodeTrailer,
   encodeAck,
   encodeFinalAck,
   encodeHealthPong,
+  encodeParallelAck,
   encodeResumeAck,
   encodeSack,
   type Handshake,
+  type ParallelJoin,
   type Resume,
 } from '../../protocol/frames.js';
 import { nameProblem } from '../../protocol/names.js';
@@ -21,6 +24,7 @@ import type { Logger } from '../log/logger.js';
 import { FrameSocket } from '../net/frame-socket.js';
 import { loadTlsMaterial, serverTlsOptions } from '../tls/material.js';
 import { BodyReceiver } from './body-receiver.js';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, ParallelState, receiveChunks } from './parallel.js';
 import { Storage } from './storage.js';
 
 /**
@@ -45,7 +49,10 @@ interface BackupSession {
   backup: string;
   startedAt: number;
   temp: { path: string; fd: number };
+  /** Single stream: the body receiver. Parallel: unused (the assembler writes the file). */
   receiver: BodyReceiver;
+  /** Parallel sessions only: streams and assembler. The primary is `socket`. */
+  parallel: ParallelState | null;
   /** The connection currently feeding the session, or null while detached. */
   socket: tls.TLSSocket | null;
   /** Settles when the current connection has finished with the session (any outcome). */
@@ -132,6 +139,8 @@ export class BackupServer {
         return this.serveBackup(socket, frames, hello.value, remote);
       case 'RSME':
         return this.serveResume(socket, frames, hello.value, remote);
+      case 'PJIN':
+        return this.serveJoin(socket, frames, hello.value, remote);
       case 'PING':
         return this.serveHealth(socket);
       default:
@@ -211,6 +220,7 @@ export class BackupServer {
       startedAt: Date.now(),
       temp: { path: '', fd: -1 },
       receiver: null as unknown as BodyReceiver,
+      parallel: null,
       socket,
       attached: null,
       ttlTimer: null,
@@ -233,11 +243,111 @@ export class BackupServer {
       await this.discard(session, `no stream mode: ${errorMessage(err)}`);
       throw err;
     });
-    if (mode.kind !== 'single') {
-      await this.discard(session, 'parallel mode requested');
-      throw new NbackupError('protocol', 'parallel sessions are not served by this server version');
+    if (mode.kind === 'parallel') {
+      const { maxStreams, chunkSize } = mode;
+      if (maxStreams < 1 || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE) {
+        await this.discard(session, `bad ParallelInit: ${maxStreams} streams of ${chunkSize}-byte chunks`);
+        throw new NbackupError('protocol', `ParallelInit needs 1..255 streams and chunks of ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE} bytes`);
+      }
+      session.parallel = new ParallelState(
+        maxStreams,
+        chunkSize,
+        session.temp.fd,
+        session.temp.path.replace(/\.tar\.gz\.tmp$/, '.staging.tmp'),
+        storage.config.assembler_pending_mem_limit,
+      );
+      this.log.info({ ...this.ctx(session), maxStreams, chunkSize }, 'parallel session');
+      await this.feedPrimary(session, socket, frames, remote);
+      return;
     }
     await this.feed(session, socket, frames, remote);
+  }
+
+  /**
+   * The primary connection of a parallel session: it carries only the trailer. Once the trailer is
+   * in and every chunk up to its size is in the file, the session is verified and committed.
+   */
+  private async feedPrimary(session: BackupSession, socket: tls.TLSSocket, frames: FrameSocket, remote: string): Promise<void> {
+    const par = session.parallel!;
+    let settle!: () => void;
+    session.attached = new Promise<void>((r) => (settle = r));
+    socket.setKeepAlive(true, 30_000);
+    try {
+      let trailer;
+      try {
+        // The primary is quiet for the whole backup: its liveness is TCP keepalive's business.
+        trailer = await frames.read(decodeTrailer, 7 * 24 * 3600 * 1000, 'trailer');
+      } catch (err) {
+        if (err instanceof NbackupError && (err.kind === 'network' || err.kind === 'timeout')) {
+          this.detach(session, remote);
+          return;
+        }
+        throw err;
+      }
+      par.trailer = trailer;
+      const closed = new Promise<'closed'>((r) => socket.once('close', () => r('closed')));
+      const reached = par.assembler.reach(trailer.size).then(
+        () => 'reached' as const,
+        () => 'failed' as const,
+      );
+      const outcome = await Promise.race([reached, closed]);
+      if (outcome === 'closed') {
+        this.detach(session, remote);
+        return;
+      }
+      await par.assembler.settled();
+      const a = par.assembler;
+      if (a.failed) {
+        await this.finishSession(session, socket, { failed: a.failed });
+        return;
+      }
+      const sha = a.digest();
+      const ok = a.written === trailer.size && sha.equals(trailer.sha256);
+      const reason = a.written !== trailer.size ? `assembled ${a.written} bytes, trailer says ${trailer.size}` : 'SHA-256 differs';
+      this.log.info({ ...this.ctx(session), streams: par.streams.size, ...a.stats }, 'parallel session assembled');
+      await this.finishSession(session, socket, ok ? { ok: true, dataSize: a.written, sha256: sha.toString('hex') } : { ok: false, reason });
+    } finally {
+      if (session.socket === socket) session.socket = null;
+      settle();
+    }
+  }
+
+  /** `PJIN`: a data stream joins (or re-joins) a parallel session. */
+  private async serveJoin(socket: tls.TLSSocket, frames: FrameSocket, join: ParallelJoin, remote: string): Promise<void> {
+    const session = this.byId.get(join.sessionId);
+    const refuse = (status: ParallelStatus, why: string): void => {
+      this.log.warn({ remote, session: join.sessionId, stream: join.streamIndex, reason: why }, 'stream join refused');
+      socket.end(encodeParallelAck({ status, lastOffset: 0 }));
+    };
+    if (!isSupportedVersion(join.version)) return refuse(ParallelStatus.NOT_FOUND, `unsupported protocol version ${join.version}`);
+    if (!session || session.closed || !session.parallel) return refuse(ParallelStatus.NOT_FOUND, 'unknown or expired parallel session');
+    if (peerName(socket) !== session.agent) return refuse(ParallelStatus.NOT_FOUND, 'certificate CN does not match the session agent');
+    const par = session.parallel;
+    if (join.streamIndex >= par.maxStreams) {
+      return refuse(ParallelStatus.FULL, `stream ${join.streamIndex} is beyond the ${par.maxStreams} streams the session announced`);
+    }
+    const stream = par.stream(join.streamIndex);
+    // A re-join replaces whatever connection still looks alive for that index (half-open link).
+    if (stream.socket) {
+      stream.socket.destroy();
+      await stream.attached;
+    }
+    if (session.closed) return refuse(ParallelStatus.NOT_FOUND, 'session ended');
+    let settle!: () => void;
+    stream.attached = new Promise<void>((r) => (settle = r));
+    stream.socket = socket;
+    stream.joins++;
+    try {
+      socket.write(encodeParallelAck({ status: ParallelStatus.OK, lastOffset: stream.bytes }));
+      this.log.info({ ...this.ctx(session), remote, stream: stream.index, lastOffset: stream.bytes, joins: stream.joins }, stream.joins > 1 ? 'stream re-joined' : 'stream joined');
+      const outcome = await receiveChunks(par, stream, socket, frames.detach(), this.config.server.idle_timeout);
+      if (outcome === 'broken' && !session.closed) {
+        this.log.warn({ ...this.ctx(session), stream: stream.index, bytes: stream.bytes }, 'stream connection lost');
+      }
+    } finally {
+      if (stream.socket === socket) stream.socket = null;
+      settle();
+    }
   }
 
   private async serveResume(socket: tls.TLSSocket, frames: FrameSocket, rs: Resume, remote: string): Promise<void> {
@@ -260,13 +370,20 @@ export class BackupServer {
     if (session.ttlTimer) clearTimeout(session.ttlTimer);
     session.ttlTimer = null;
     try {
-      await session.receiver.flushed();
+      if (!session.parallel) await session.receiver.flushed();
     } catch {
       await this.discard(session, 'earlier write failed');
       return notFound('session failed');
     }
     session.socket = socket;
     session.resumes++;
+    if (session.parallel) {
+      // The primary of a parallel session carries no data: it re-attaches at offset 0.
+      socket.write(encodeResumeAck({ status: ResumeStatus.OK, lastOffset: 0 }));
+      this.log.info({ ...this.ctx(session), remote, resumes: session.resumes }, 'primary re-attached');
+      await this.feedPrimary(session, socket, frames, remote);
+      return;
+    }
     const lastOffset = session.receiver.written;
     socket.write(encodeResumeAck({ status: ResumeStatus.OK, lastOffset }));
     this.log.info({ ...this.ctx(session), remote, lastOffset, resumes: session.resumes }, 'session resumed');
@@ -294,18 +411,19 @@ export class BackupServer {
     }
   }
 
-  private async finishSession(session: BackupSession, socket: tls.TLSSocket): Promise<void> {
+  private async finishSession(session: BackupSession, socket: tls.TLSSocket, given?: Verdict | { failed: Error }): Promise<void> {
     const ctx = this.ctx(session);
     const receiver = session.receiver;
-    if (receiver.failed) {
+    const failed = given ? ('failed' in given ? given.failed : null) : receiver.failed;
+    if (failed) {
       socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
-      await this.discard(session, `write error: ${receiver.failed.message}`);
+      await this.discard(session, `write error: ${failed.message}`);
       return;
     }
-    const verdict = receiver.verify();
+    const verdict: Verdict = given && !('failed' in given) ? given : receiver.verify();
     if (!verdict.ok) {
       socket.end(encodeFinalAck({ status: FinalStatus.CHECKSUM_MISMATCH }));
-      this.log.error({ ...ctx, reason: verdict.reason, bytes: receiver.received }, 'session failed: checksum mismatch');
+      this.log.error({ ...ctx, reason: verdict.reason, bytes: session.parallel ? session.parallel.assembler.written : receiver.received }, 'session failed: checksum mismatch');
       await this.discard(session, 'checksum mismatch');
       return;
     }
@@ -313,6 +431,10 @@ export class BackupServer {
       const { file, removed } = await session.storage.commit(session.temp.path, session.temp.fd, verdict.dataSize);
       session.closed = true;
       this.forget(session);
+      if (session.parallel) {
+        session.parallel.closeStreams();
+        await session.parallel.assembler.dispose();
+      }
       socket.end(encodeFinalAck({ status: FinalStatus.OK }));
       const seconds = (Date.now() - session.startedAt) / 1000;
       this.log.info(
@@ -339,7 +461,8 @@ export class BackupServer {
     if (session.closed) return;
     session.socket = null;
     const ttl = this.config.server.session_ttl;
-    this.log.warn({ ...this.ctx(session), remote, received: session.receiver.received, ttlS: ttl / 1000 }, 'connection lost; session kept for resume');
+    const received = session.parallel ? session.parallel.assembler.written : session.receiver.received;
+    this.log.warn({ ...this.ctx(session), remote, received, ttlS: ttl / 1000 }, 'connection lost; session kept for resume');
     session.ttlTimer = setTimeout(() => {
       void this.discard(session, `not resumed within ${Math.round(ttl / 1000)}s; temporary file deleted`);
     }, ttl);
@@ -352,6 +475,10 @@ export class BackupServer {
     session.closed = true;
     this.forget(session);
     session.socket?.destroy();
+    if (session.parallel) {
+      session.parallel.closeStreams();
+      await session.parallel.assembler.dispose();
+    }
     await session.receiver?.flushed().catch(() => undefined);
     if (session.temp.fd >= 0) await closeQuietly(session.temp.fd);
     if (session.temp.path) await fs.promises.rm(session.temp.path, { force: true });
@@ -435,6 +562,8 @@ export class BackupServer {
     });
   }
 }
+
+type Verdict = { ok: true; dataSize: number; sha256: string } | { ok: false; reason: string };
 
 function peerName(socket: tls.TLSSocket): string | undefined {
   const cn = socket.getPeerCertificate()?.subject?.CN;

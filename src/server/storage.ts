@@ -15,6 +15,8 @@ export interface StorageConfig {
   base_dir: string;
   max_backups: number;
   min_free: number;
+  /** Parallel sessions: bytes of out-of-order chunks kept in memory before they spill to disk. */
+  assembler_pending_mem_limit: number;
 }
 
 export const TEMP_SUFFIX = '.tmp';

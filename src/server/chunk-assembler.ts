@@ -1,0 +1,270 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { NbackupError, errorMessage } from '../errors.js';
+
+/**
+ * Reassembles the chunks of a parallel session into the temporary file, strictly in global
+ * sequence order, hashing inline as it appends (the file is never re-read).
+ *
+ * A chunk that arrives ahead of its turn waits in memory while the waiting chunks total at most
+ * `memLimit` bytes; beyond that it is appended to a staging file next to the temporary file and
+ * read back when its turn comes. So memory stays bounded whatever the skew between streams, and
+ * disk use is bounded by the agent's ring buffer (it cannot get further ahead than that).
+ *
+ * `add` resolves once the chunk is *stored*: appended to the temporary file, or written to the
+ * staging file. A chunk waiting in memory is not stored until its turn comes. A chunk whose
+ * sequence number was seen before (re-sent after a re-join) is a duplicate: it is dropped, and its
+ * `add` resolves when the first copy is stored.
+ *
+ * Every file operation runs on one queue, in order, so offsets and the hash never interleave.
+ */
+/** How far the disk may fall behind before the streams are paused. */
+const CONGESTION_BYTES = 8 * 1024 * 1024;
+
+export interface AssemblerStats {
+  chunks: number;
+  duplicates: number;
+  spilled: number;
+  spilledBytes: number;
+  peakPendingMem: number;
+}
+
+interface Waiting {
+  /** In memory, or null once spilled or written. */
+  data: Buffer | null;
+  /** Counted in `pendingMem` (not on its way to the staging file). */
+  inMem: boolean;
+  /** Where it is in the staging file, once spilled. */
+  staged: { offset: number; length: number } | null;
+  /** Settles when the chunk is stored (file or staging). */
+  stored: Promise<void>;
+  resolve: () => void;
+}
+
+export class ChunkAssembler {
+  /** Bytes appended to the temporary file. */
+  written = 0;
+  /** The next global sequence number the file needs. */
+  nextSeq = 0;
+  private readonly hash = crypto.createHash('sha256');
+  private readonly waiting = new Map<number, Waiting>();
+  private pendingMem = 0;
+  /** Bytes accepted by `add` and not yet stored. */
+  private queuedBytes = 0;
+  private drainWaiters: (() => void)[] = [];
+  private stagingFd = -1;
+  private stagingEnd = 0;
+  private queue: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+  /** Resolvers waiting for `written` to reach a size. */
+  private sizeWaiters: { size: number; resolve: () => void }[] = [];
+  readonly stats: AssemblerStats = { chunks: 0, duplicates: 0, spilled: 0, spilledBytes: 0, peakPendingMem: 0 };
+
+  constructor(
+    private readonly fd: number,
+    private readonly stagingPath: string,
+    private readonly memLimit: number,
+  ) {}
+
+  get failed(): Error | null {
+    return this.failure;
+  }
+
+  /** Bytes of chunks waiting in memory for their turn. */
+  get pendingBytes(): number {
+    return this.pendingMem;
+  }
+
+  /**
+   * Too many bytes received but not yet stored (waiting in memory beyond the limit, or queued for
+   * the disk): the streams should stop reading until `drained()`.
+   */
+  get congested(): boolean {
+    return this.queuedBytes - this.pendingMem > CONGESTION_BYTES || this.pendingMem > this.memLimit + CONGESTION_BYTES;
+  }
+
+  /** Resolves when no longer congested (or failed). */
+  drained(): Promise<void> {
+    if (!this.congested || this.failure) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** True when `seq` was already received (written, waiting or staged). */
+  has(seq: number): boolean {
+    return seq < this.nextSeq || this.waiting.has(seq);
+  }
+
+  /** Accepts one chunk; resolves when it (or its first copy) is stored. */
+  add(seq: number, data: Buffer): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (seq < this.nextSeq) {
+      this.stats.duplicates++;
+      return Promise.resolve();
+    }
+    const dup = this.waiting.get(seq);
+    if (dup) {
+      this.stats.duplicates++;
+      return dup.stored;
+    }
+    this.stats.chunks++;
+    let resolve!: () => void;
+    const stored = new Promise<void>((r) => (resolve = r));
+    const inMem = seq === this.nextSeq || this.pendingMem + data.length <= this.memLimit;
+    const w: Waiting = { data, inMem, staged: null, stored, resolve };
+    this.waiting.set(seq, w);
+    this.queuedBytes += data.length;
+    if (inMem) {
+      this.pendingMem += data.length;
+      this.stats.peakPendingMem = Math.max(this.stats.peakPendingMem, this.pendingMem);
+    } else {
+      this.stats.spilled++;
+      this.stats.spilledBytes += data.length;
+      this.run(() => this.spill(w));
+    }
+    if (seq === this.nextSeq) this.run(() => this.drain());
+    return Promise.race([stored, this.failedPromise()]);
+  }
+
+  /** Resolves once `size` bytes are in the file (or rejects if the assembler fails). */
+  reach(size: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.written >= size) return Promise.resolve();
+    return Promise.race([new Promise<void>((resolve) => this.sizeWaiters.push({ size, resolve })), this.failedPromise()]);
+  }
+
+  /** Everything queued so far has reached the disk (or failed). */
+  async settled(): Promise<void> {
+    await this.queue;
+  }
+
+  /** SHA-256 of the bytes appended so far. Call once, at the end. */
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+
+  /** Closes and deletes the staging file, and drops every waiting chunk. */
+  async dispose(): Promise<void> {
+    this.fail(new NbackupError('internal', 'assembler closed'));
+    await this.queue;
+    if (this.stagingFd >= 0) {
+      const fd = this.stagingFd;
+      this.stagingFd = -1;
+      await fs.promises.rm(this.stagingPath, { force: true }).catch(() => undefined);
+      await new Promise<void>((r) => fs.close(fd, () => r()));
+    }
+  }
+
+  private failWaiters: ((err: Error) => void)[] = [];
+  private failedPromise(): Promise<never> {
+    return new Promise<never>((_, reject) => {
+      if (this.failure) reject(this.failure);
+      else this.failWaiters.push(reject);
+    });
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const w of this.waiting.values()) w.data = null;
+    this.waiting.clear();
+    this.pendingMem = 0;
+    for (const reject of this.failWaiters.splice(0)) reject(err);
+    this.wakeDrained();
+  }
+
+  private stored(w: Waiting, length: number): void {
+    this.queuedBytes -= length;
+    w.resolve();
+    this.wakeDrained();
+  }
+
+  private wakeDrained(): void {
+    if (this.congested && !this.failure) return;
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
+  }
+
+  private run(op: () => Promise<void>): void {
+    this.queue = this.queue.then(async () => {
+      if (this.failure) return;
+      try {
+        await op();
+      } catch (err) {
+        this.fail(err instanceof NbackupError ? err : new NbackupError('storage', `writing chunks failed: ${errorMessage(err)}`, { cause: err }));
+      }
+    });
+    // Failures are reported through `failure`; the chain itself never rejects.
+    this.queue.catch(() => undefined);
+  }
+
+  private async spill(w: Waiting): Promise<void> {
+    const data = w.data;
+    if (!data) return; // its turn came first: already in the file
+    if (this.stagingFd < 0) this.stagingFd = await openFd(this.stagingPath, 'w+', 0o600);
+    const offset = this.stagingEnd;
+    this.stagingEnd += data.length;
+    await writeAll(this.stagingFd, data, offset);
+    w.data = null;
+    w.staged = { offset, length: data.length };
+    this.stored(w, data.length);
+  }
+
+  /** Appends every chunk whose turn has come, in order. */
+  private async drain(): Promise<void> {
+    for (;;) {
+      const w = this.waiting.get(this.nextSeq);
+      if (!w) break;
+      let data = w.data;
+      const wasStaged = w.staged !== null;
+      if (!data) {
+        if (!w.staged) throw new NbackupError('internal', `chunk ${this.nextSeq} is neither in memory nor staged`);
+        data = Buffer.allocUnsafe(w.staged.length);
+        await readAll(this.stagingFd, data, w.staged.offset);
+      }
+      if (w.inMem) this.pendingMem -= data.length;
+      w.inMem = false;
+      w.data = null;
+      await writeAll(this.fd, data, this.written);
+      this.hash.update(data);
+      this.written += data.length;
+      this.waiting.delete(this.nextSeq);
+      this.nextSeq++;
+      // A staged chunk was stored (and acknowledged) already; a spill still queued finds no data.
+      if (!wasStaged) this.stored(w, data.length);
+      if (this.waiting.size === 0 && this.stagingFd >= 0 && this.stagingEnd > 0) {
+        // Nothing staged is waiting any more: reuse the staging space from the start.
+        this.stagingEnd = 0;
+        await new Promise<void>((resolve, reject) => fs.ftruncate(this.stagingFd, 0, (e) => (e ? reject(e) : resolve())));
+      }
+    }
+    this.sizeWaiters = this.sizeWaiters.filter((sw) => {
+      if (this.written < sw.size) return true;
+      sw.resolve();
+      return false;
+    });
+  }
+}
+
+function openFd(path: string, flags: string, mode: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+async function writeAll(fd: number, data: Buffer, position: number): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    const n = await new Promise<number>((resolve, reject) =>
+      fs.write(fd, data, off, data.length - off, position + off, (err, written) => (err ? reject(err) : resolve(written))),
+    );
+    off += n;
+  }
+}
+
+async function readAll(fd: number, into: Buffer, position: number): Promise<void> {
+  let off = 0;
+  while (off < into.length) {
+    const n = await new Promise<number>((resolve, reject) =>
+      fs.read(fd, into, off, into.length - off, position + off, (err, read) => (err ? reject(err) : resolve(read))),
+    );
+    if (n === 0) throw new NbackupError('storage', `staging file ended early at ${position + off}`);
+    off += n;
+  }
+}

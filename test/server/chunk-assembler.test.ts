@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { ChunkAssembler } from '../../src/server/chunk-assembler.js';
+import { prng, randomBytesSeeded } from '../helpers/tree.js';
+
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function setup(memLimit: number): { a: ChunkAssembler; file: string; staging: string; fd: number } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-asm-'));
+  dirs.push(dir);
+  const file = path.join(dir, 'out.tmp');
+  const staging = path.join(dir, 'out.staging');
+  const fd = fs.openSync(file, 'w+');
+  return { a: new ChunkAssembler(fd, staging, memLimit), file, staging, fd };
+}
+
+function chunks(n: number, size: number, seed: number): Buffer[] {
+  // The last chunk is short, as at the end of a stream.
+  return Array.from({ length: n }, (_, i) => randomBytesSeeded(i === n - 1 ? size - 123 : size, seed * 1000 + i));
+}
+
+test('chunks in any order are written in sequence order, hashed inline, duplicates ignored', async () => {
+  const { a, file, fd } = setup(64 * 1024);
+  const data = chunks(40, 16 * 1024, 7);
+  const next = prng(11);
+  const rnd = (): number => next() / 2 ** 32;
+  const order = data.map((_, i) => i).sort(() => rnd() - 0.5);
+  const stored: Promise<void>[] = [];
+  for (const seq of order) {
+    stored.push(a.add(seq, data[seq]));
+    // Re-sent copies, as after a re-join: never written twice.
+    if (rnd() < 0.3) stored.push(a.add(seq, Buffer.from(data[seq])));
+    assert.ok(a.pendingBytes <= 64 * 1024, `pending ${a.pendingBytes}`);
+  }
+  await Promise.all(stored);
+  await a.reach(data.reduce((n, b) => n + b.length, 0));
+  const all = Buffer.concat(data);
+  assert.equal(a.written, all.length);
+  assert.equal(a.nextSeq, 40);
+  assert.ok(a.stats.duplicates > 0);
+  assert.ok(a.stats.spilled > 0, 'a 64 KiB limit must spill some of 40 × 16 KiB shuffled chunks');
+  assert.ok(a.stats.peakPendingMem <= 64 * 1024);
+  assert.deepEqual(a.digest(), crypto.createHash('sha256').update(all).digest());
+  assert.ok(fs.readFileSync(file).equals(all));
+  await a.dispose();
+  fs.closeSync(fd);
+});
+
+test('the staging file is removed on dispose, and add after dispose rejects', async () => {
+  const { a, staging, fd } = setup(0);
+  const data = chunks(6, 4096, 3);
+  const p = [5, 4, 3, 2, 1].map((s) => a.add(s, data[s]));
+  await Promise.all(p); // all spilled: stored before chunk 0 ever arrives
+  assert.equal(a.written, 0);
+  assert.ok(fs.existsSync(staging));
+  assert.equal(a.stats.spilled, 5);
+  await a.add(0, data[0]);
+  await a.reach(data.reduce((n, b) => n + b.length, 0));
+  await a.dispose();
+  assert.equal(fs.existsSync(staging), false);
+  await assert.rejects(a.add(6, Buffer.alloc(1)), /closed/);
+  fs.closeSync(fd);
+});
+
+test('a chunk waiting in memory is not stored until its turn comes', async () => {
+  const { a, fd } = setup(1 << 20);
+  let stored = false;
+  const p = a.add(1, Buffer.alloc(100, 1)).then(() => (stored = true));
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(stored, false);
+  await a.add(0, Buffer.alloc(100, 0));
+  await p;
+  assert.equal(a.written, 200);
+  await a.dispose();
+  fs.closeSync(fd);
+});
