@@ -416,13 +416,13 @@ export class BackupServer {
     const receiver = session.receiver;
     const failed = given ? ('failed' in given ? given.failed : null) : receiver.failed;
     if (failed) {
-      socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
+      this.answerFinal(session, socket, FinalStatus.WRITE_ERROR);
       await this.discard(session, `write error: ${failed.message}`);
       return;
     }
     const verdict: Verdict = given && !('failed' in given) ? given : receiver.verify();
     if (!verdict.ok) {
-      socket.end(encodeFinalAck({ status: FinalStatus.CHECKSUM_MISMATCH }));
+      this.answerFinal(session, socket, FinalStatus.CHECKSUM_MISMATCH);
       this.log.error({ ...ctx, reason: verdict.reason, bytes: session.parallel ? session.parallel.assembler.written : receiver.received }, 'session failed: checksum mismatch');
       await this.discard(session, 'checksum mismatch');
       return;
@@ -451,9 +451,20 @@ export class BackupServer {
         'session committed',
       );
     } catch (err) {
-      socket.end(encodeFinalAck({ status: FinalStatus.WRITE_ERROR }));
+      this.answerFinal(session, socket, FinalStatus.WRITE_ERROR);
       await this.discard(session, `commit failed: ${errorMessage(err)}`);
     }
+  }
+
+  /**
+   * Sends a failing Final ACK and lets it drain: the connection is taken off the session first, so
+   * the discard that follows does not destroy it with the answer still queued.
+   */
+  private answerFinal(session: BackupSession, socket: tls.TLSSocket, status: FinalStatus): void {
+    if (session.socket === socket) session.socket = null;
+    socket.end(encodeFinalAck({ status }));
+    // A peer that never reads its answer does not keep the connection open forever.
+    setTimeout(() => socket.destroy(), 10_000).unref();
   }
 
   /** The connection broke mid-body: keep the session for `session_ttl`, then delete it. */
