@@ -14,6 +14,8 @@ const program = new Command()
     const config = await loadServerConfig(opts.config);
     const log = createLogger(config.logging, 'nbackup-server');
     const server = new BackupServer(config, log);
+    // Sessions are independent: a bug that escapes one must not take every other session down.
+    process.on('unhandledRejection', (err) => log.error({ err: errorMessage(err) }, 'internal error (unhandled rejection); serving on'));
     await server.start();
     let stopping = false;
     const stop = (signal: string): void => {

@@ -109,6 +109,11 @@ class Dispatcher {
     }
   }
 
+  /** A dead stream's chunk, if one waits. */
+  takeOrphan(): Chunk | undefined {
+    return this.orphans.shift();
+  }
+
   ack(chunk: Chunk): void {
     if (chunk.seq < this.low || this.acked.has(chunk.seq)) return;
     this.acked.add(chunk.seq);
@@ -337,8 +342,14 @@ export async function runParallel(args: ParallelArgs): Promise<number> {
     })();
     const sender = (async (): Promise<void> => {
       for (;;) {
-        while (st.inflightBytes >= window) await Promise.race([st.nextAck(), acks]);
-        const chunk = st.queue.shift() ?? (await dispatcher.take(acks));
+        // A full window waits for acknowledgements, except for a dead stream's chunks: they are the
+        // oldest, and the chunks filling every window may be waiting on the server for them.
+        let chunk: Chunk | null | undefined = st.queue.shift();
+        while (!chunk && st.inflightBytes >= window) {
+          chunk = dispatcher.takeOrphan();
+          if (!chunk) await Promise.race([st.nextAck(), dispatcher.changed(), acks]);
+        }
+        chunk ??= await dispatcher.take(acks);
         if (socket.destroyed || chunk === undefined) {
           if (chunk) st.queue.unshift(chunk);
           throw deadErr ?? new NbackupError('network', `stream ${st.index} connection closed`);

@@ -32,7 +32,7 @@ export interface AssemblerStats {
 interface Waiting {
   /** In memory, or null once spilled or written. */
   data: Buffer | null;
-  /** Counted in `pendingMem` (not on its way to the staging file). */
+  /** Waiting in memory for its turn, counted in `pendingMem`. */
   inMem: boolean;
   /** Where it is in the staging file, once spilled. */
   staged: { offset: number; length: number } | null;
@@ -109,14 +109,17 @@ export class ChunkAssembler {
     this.stats.chunks++;
     let resolve!: () => void;
     const stored = new Promise<void>((r) => (resolve = r));
-    const inMem = seq === this.nextSeq || this.pendingMem + data.length <= this.memLimit;
+    // The chunk the file needs next goes straight to the write queue; only a chunk that has to
+    // wait for its turn counts against the memory limit.
+    const inTurn = seq === this.nextSeq;
+    const inMem = !inTurn && this.pendingMem + data.length <= this.memLimit;
     const w: Waiting = { data, inMem, staged: null, stored, resolve };
     this.waiting.set(seq, w);
     this.queuedBytes += data.length;
     if (inMem) {
       this.pendingMem += data.length;
       this.stats.peakPendingMem = Math.max(this.stats.peakPendingMem, this.pendingMem);
-    } else {
+    } else if (!inTurn) {
       this.stats.spilled++;
       this.stats.spilledBytes += data.length;
       this.run(() => this.spill(w));

@@ -104,11 +104,15 @@ export function receiveChunks(
         resolve(outcome);
         return;
       }
-      // Clean end: acknowledge what is stored, then close our side.
-      stream.acks.then(
-        () => {
-          socket.end();
-          resolve('eof');
+      // Clean end: acknowledge what is stored, then close our side. Chunks may wait for an earlier
+      // chunk of another stream for a long time: if the connection goes first (a re-join replaced
+      // it), it is released and its acknowledgements go to the new connection.
+      const closed = socket.destroyed ? Promise.resolve() : new Promise<void>((r) => socket.once('close', () => r()));
+      Promise.race([stream.acks.then(() => 'acked' as const), closed.then(() => 'closed' as const)]).then(
+        (how) => {
+          if (how === 'acked') socket.end();
+          else socket.destroy();
+          resolve(how === 'acked' ? 'eof' : 'broken');
         },
         () => {
           socket.destroy();
@@ -123,6 +127,8 @@ export function receiveChunks(
       const offset = stream.bytes;
       const chunkSeq = seq;
       const stored = assembler.add(chunkSeq, data);
+      // Seen through the chain below; a failure earlier in the chain must not leave it unhandled.
+      stored.catch(() => undefined);
       const acks = stream.acks
         .then(() => stored)
         .then(() => {

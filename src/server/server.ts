@@ -279,6 +279,8 @@ export class BackupServer {
         trailer = await frames.read(decodeTrailer, 7 * 24 * 3600 * 1000, 'trailer');
       } catch (err) {
         if (err instanceof NbackupError && (err.kind === 'network' || err.kind === 'timeout')) {
+          // Ended or broken before the trailer: close our side too, keep the session for RSME.
+          socket.destroy();
           this.detach(session, remote);
           return;
         }
