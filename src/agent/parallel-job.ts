@@ -72,6 +72,8 @@ class Dispatcher {
   private waiters: (() => void)[] = [];
   private failure: Error | null = null;
   ackedBytes = 0;
+  /** When a chunk was last acknowledged on any stream. */
+  lastProgress = Date.now();
 
   constructor(
     private readonly ring: RingBuffer,
@@ -109,6 +111,11 @@ class Dispatcher {
     }
   }
 
+  /** The lowest chunk not yet acknowledged. */
+  get lowest(): number {
+    return this.low;
+  }
+
   /** A dead stream's chunk, if one waits. */
   takeOrphan(): Chunk | undefined {
     return this.orphans.shift();
@@ -118,6 +125,7 @@ class Dispatcher {
     if (chunk.seq < this.low || this.acked.has(chunk.seq)) return;
     this.acked.add(chunk.seq);
     this.ackedBytes += chunk.length;
+    this.lastProgress = Date.now();
     while (this.acked.delete(this.low)) this.low++;
     this.ring.release(Math.min(this.low * this.chunkSize, this.ring.head));
     this.wake();
@@ -309,13 +317,24 @@ export async function runParallel(args: ParallelArgs): Promise<number> {
 
   /** Sends chunks on one connection and takes its ChunkSACKs until everything is acknowledged. */
   const pump = async (st: DataStream, socket: tls.TLSSocket, frames: FrameSocket): Promise<void> => {
-    let lastAck = Date.now();
+    // Dead-link detection. A stream's chunks may rightly wait unacknowledged on the server for a
+    // slower stream's chunk, so silence alone proves nothing. A connection is declared dead when it
+    // holds the session's oldest unacknowledged chunk, and for read_timeout neither that stream
+    // nor the session got an acknowledgement and no byte left its send buffer.
+    let lastMove = Date.now();
+    let lastFlushed = -1;
     let deadErr: NbackupError | null = null;
     const watchdog = setInterval(
       () => {
-        if (st.inflight.length === 0) lastAck = Date.now();
-        else if (Date.now() - lastAck > config.retry.read_timeout) {
-          deadErr = new NbackupError('timeout', `stream ${st.index}: no acknowledgement for ${Math.round(config.retry.read_timeout / 1000)}s`);
+        const now = Date.now();
+        const flushed = socket.bytesWritten - socket.writableLength;
+        if (flushed !== lastFlushed || st.inflight.length === 0) {
+          lastFlushed = flushed;
+          lastMove = now;
+        }
+        const quiet = now - Math.max(lastMove, dispatcher.lastProgress);
+        if (st.inflight.length > 0 && st.inflight[0].chunk.seq === dispatcher.lowest && quiet > config.retry.read_timeout) {
+          deadErr = new NbackupError('timeout', `stream ${st.index}: no acknowledgement and no progress for ${Math.round(config.retry.read_timeout / 1000)}s`);
           socket.destroy(deadErr);
         }
       },
@@ -335,7 +354,7 @@ export async function runParallel(args: ParallelArgs): Promise<number> {
         if (sack.streamIndex !== st.index) throw new NbackupError('protocol', `ChunkSACK for stream ${sack.streamIndex} on stream ${st.index}`);
         if (sack.offset > st.offset) throw new NbackupError('protocol', `ChunkSACK offset ${sack.offset} beyond the ${st.offset} bytes sent`);
         while (st.inflight.length > 0 && st.inflight[0].end <= sack.offset) dispatcher.ack(st.inflight.shift()!.chunk);
-        lastAck = Date.now();
+        lastMove = Date.now();
         st.acked();
         progress();
       }

@@ -36,14 +36,17 @@ interface Waiting {
   inMem: boolean;
   /** Where it is in the staging file, once spilled. */
   staged: { offset: number; length: number } | null;
-  /** Settles when the chunk is stored (file or staging). */
+  /** Settles when the chunk is stored (file or staging); rejects if the assembler fails first. */
   stored: Promise<void>;
   resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 export class ChunkAssembler {
   /** Bytes appended to the temporary file. */
   written = 0;
+  /** When a chunk last arrived or was appended (ms since the epoch). */
+  lastActivity = Date.now();
   /** The next global sequence number the file needs. */
   nextSeq = 0;
   private readonly hash = crypto.createHash('sha256');
@@ -57,7 +60,7 @@ export class ChunkAssembler {
   private queue: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
   /** Resolvers waiting for `written` to reach a size. */
-  private sizeWaiters: { size: number; resolve: () => void }[] = [];
+  private sizeWaiters: { size: number; resolve: () => void; reject: (err: Error) => void }[] = [];
   readonly stats: AssemblerStats = { chunks: 0, duplicates: 0, spilled: 0, spilledBytes: 0, peakPendingMem: 0 };
 
   constructor(
@@ -97,6 +100,7 @@ export class ChunkAssembler {
   /** Accepts one chunk; resolves when it (or its first copy) is stored. */
   add(seq: number, data: Buffer): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
+    this.lastActivity = Date.now();
     if (seq < this.nextSeq) {
       this.stats.duplicates++;
       return Promise.resolve();
@@ -108,12 +112,17 @@ export class ChunkAssembler {
     }
     this.stats.chunks++;
     let resolve!: () => void;
-    const stored = new Promise<void>((r) => (resolve = r));
+    let reject!: (err: Error) => void;
+    const stored = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    stored.catch(() => undefined);
     // The chunk the file needs next goes straight to the write queue; only a chunk that has to
     // wait for its turn counts against the memory limit.
     const inTurn = seq === this.nextSeq;
     const inMem = !inTurn && this.pendingMem + data.length <= this.memLimit;
-    const w: Waiting = { data, inMem, staged: null, stored, resolve };
+    const w: Waiting = { data, inMem, staged: null, stored, resolve, reject };
     this.waiting.set(seq, w);
     this.queuedBytes += data.length;
     if (inMem) {
@@ -125,14 +134,14 @@ export class ChunkAssembler {
       this.run(() => this.spill(w));
     }
     if (seq === this.nextSeq) this.run(() => this.drain());
-    return Promise.race([stored, this.failedPromise()]);
+    return stored;
   }
 
   /** Resolves once `size` bytes are in the file (or rejects if the assembler fails). */
   reach(size: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.written >= size) return Promise.resolve();
-    return Promise.race([new Promise<void>((resolve) => this.sizeWaiters.push({ size, resolve })), this.failedPromise()]);
+    return new Promise<void>((resolve, reject) => this.sizeWaiters.push({ size, resolve, reject }));
   }
 
   /** Everything queued so far has reached the disk (or failed). */
@@ -157,21 +166,16 @@ export class ChunkAssembler {
     }
   }
 
-  private failWaiters: ((err: Error) => void)[] = [];
-  private failedPromise(): Promise<never> {
-    return new Promise<never>((_, reject) => {
-      if (this.failure) reject(this.failure);
-      else this.failWaiters.push(reject);
-    });
-  }
-
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
-    for (const w of this.waiting.values()) w.data = null;
+    for (const w of this.waiting.values()) {
+      w.data = null;
+      w.reject(err);
+    }
     this.waiting.clear();
     this.pendingMem = 0;
-    for (const reject of this.failWaiters.splice(0)) reject(err);
+    for (const sw of this.sizeWaiters.splice(0)) sw.reject(err);
     this.wakeDrained();
   }
 
@@ -229,6 +233,7 @@ export class ChunkAssembler {
       await writeAll(this.fd, data, this.written);
       this.hash.update(data);
       this.written += data.length;
+      this.lastActivity = Date.now();
       this.waiting.delete(this.nextSeq);
       this.nextSeq++;
       // A staged chunk was stored (and acknowledged) already; a spill still queued finds no data.

@@ -179,7 +179,15 @@ export function receiveChunks(
       finish('eof');
     };
     const onClose = (): void => finish('broken');
-    const onTimeout = (): void => finish(new NbackupError('timeout', `stream ${stream.index} sent nothing for ${Math.round(idleTimeoutMs / 1000)}s`));
+    const onTimeout = (): void => {
+      // A stream may rightly be quiet while the agent waits for a slower stream: only a whole
+      // session with nothing arriving or written for the idle timeout means a dead connection.
+      if (Date.now() - assembler.lastActivity < idleTimeoutMs) {
+        socket.setTimeout(idleTimeoutMs);
+        return;
+      }
+      finish(new NbackupError('timeout', `stream ${stream.index}: nothing received for ${Math.round(idleTimeoutMs / 1000)}s`));
+    };
 
     socket.on('data', onData);
     socket.on('end', onEnd);

@@ -434,6 +434,21 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     await assert.rejects(p.waitForConnections(5, 50), /timed out/);
   });
 
+  it('throttles client→server to the planned rate, intact, and forwards a half-close after the queue', async () => {
+    const p = await proxy([{ throttleBytesPerSec: 256 * 1024 }]);
+    const c = await connect(p.port);
+    const payload = randomBytesSeeded(384 * 1024, 78);
+    const t0 = Date.now();
+    c.sock.end(payload);
+    await within(c.closed, 10_000, 'echo of a throttled 384 KiB');
+    const took = Date.now() - t0;
+    assert.ok(c.data().equals(payload), 'every byte, in order');
+    assert.equal(p.conns[0].bytesClientToServer, payload.length);
+    // 384 KiB at 256 KiB/s is 1.5 s; at most 50 ms of burst, and the echo back is not throttled.
+    assert.ok(took >= 1400, `took ${took} ms`);
+    assert.ok(took < 4000, `took ${took} ms`);
+  });
+
   it('survives an unreachable target', async () => {
     const dead = net.createServer();
     await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));

@@ -8,6 +8,11 @@
  *                           and stop reading, but keep both sockets open, ignoring their FINs and
  *                           errors — a silent, half-dead network — until the proxy is closed.
  *   { refuse: true }        destroy the accepted connection at once (no upstream connection).
+ *   { throttleBytesPerSec: n }
+ *                           forward client→server at no more than n bytes/s (token bucket, at
+ *                           most 50 ms of burst; the client is paused while 64 KiB wait in the
+ *                           proxy); server→client is forwarded unthrottled. A half-close from the
+ *                           client reaches the server once everything queued is forwarded.
  *   { forward: true }       plain forwarding (same as having no plan).
  *
  * Plans are a queue: each accepted connection takes the next one; when the queue is empty,
@@ -19,6 +24,7 @@ export type ConnPlan =
   | { resetAfterBytes: number }
   | { stallAfterBytes: number }
   | { refuse: true }
+  | { throttleBytesPerSec: number }
   | { forward: true };
 
 export type ConnState = 'connecting' | 'open' | 'resetting' | 'reset' | 'stalled' | 'refused' | 'closed';
@@ -207,6 +213,8 @@ class FaultProxy implements Proxy {
       action = 'stall';
     }
 
+    const throttle = plan && 'throttleBytesPerSec' in plan ? Math.max(1, plan.throttleBytesPerSec) : undefined;
+
     const upstream = net.connect({ host: this.opts.target.host, port: this.opts.target.port, allowHalfOpen: true });
     this.track(upstream);
     const live = () => info.state === 'open';
@@ -247,8 +255,15 @@ class FaultProxy implements Proxy {
       }
     };
 
+    // Throttled client→server forwarding: a queue drained by a token bucket every 10 ms.
+    const throttled = throttle === undefined ? undefined : this.makeThrottle(throttle, client, upstream, info, live);
+
     client.on('data', (chunk: Buffer) => {
       if (!live() || upstream.destroyed) return;
+      if (throttled) {
+        throttled.push(chunk);
+        return;
+      }
       let part = chunk;
       let hit = false;
       if (limit !== undefined) {
@@ -287,6 +302,7 @@ class FaultProxy implements Proxy {
         return;
       }
       info.state = 'open';
+      throttled?.start();
       if (limit !== undefined && limit <= 0) {
         trigger();
         return;
@@ -296,7 +312,9 @@ class FaultProxy implements Proxy {
 
     // Half-closes propagate; errors (RST from a peer, refused upstream) become a reset of the other side.
     client.on('end', () => {
-      if (live() && !upstream.destroyed) upstream.end();
+      if (!live() || upstream.destroyed) return;
+      if (throttled) throttled.end();
+      else upstream.end();
     });
     upstream.on('end', () => {
       if (live() && !client.destroyed) client.end();
@@ -322,6 +340,80 @@ class FaultProxy implements Proxy {
     upstream.on('close', () => {
       if (client.destroyed && (info.state === 'open' || info.state === 'connecting')) info.state = 'closed';
     });
+  }
+
+  /** The queue and token bucket of one { throttleBytesPerSec } connection (client→server only). */
+  private makeThrottle(
+    rate: number,
+    client: net.Socket,
+    upstream: net.Socket,
+    info: ConnInfo,
+    live: () => boolean,
+  ): { push(chunk: Buffer): void; end(): void; start(): void } {
+    const HIGH = 64 * 1024;
+    const LOW = 16 * 1024;
+    const burst = Math.max(1024, Math.floor(rate / 20));
+    const queue: Buffer[] = [];
+    let queued = 0;
+    let allowance = 0;
+    let last = Date.now();
+    let paused = false;
+    let blocked = false;
+    let ending = false;
+    let timer: NodeJS.Timeout | undefined;
+    const stop = (): void => {
+      if (timer) clearInterval(timer);
+      timer = undefined;
+    };
+    const pump = (): void => {
+      if (!live() || upstream.destroyed) return stop();
+      const now = Date.now();
+      allowance = Math.min(burst, allowance + ((now - last) * rate) / 1000);
+      last = now;
+      while (!blocked && queue.length > 0 && allowance >= 1) {
+        const head = queue[0];
+        const n = Math.min(head.length, Math.floor(allowance));
+        if (n === head.length) queue.shift();
+        else queue[0] = head.subarray(n);
+        queued -= n;
+        allowance -= n;
+        info.bytesClientToServer += n;
+        this.totalC2S += n;
+        if (!upstream.write(head.subarray(0, n))) {
+          blocked = true;
+          upstream.once('drain', () => (blocked = false));
+        }
+      }
+      if (paused && queued < LOW) {
+        paused = false;
+        client.resume();
+      }
+      if (ending && queue.length === 0) {
+        ending = false;
+        upstream.end();
+      }
+    };
+    client.once('close', stop);
+    upstream.once('close', stop);
+    return {
+      push: (chunk) => {
+        queue.push(chunk);
+        queued += chunk.length;
+        if (queued >= HIGH && !paused) {
+          paused = true;
+          client.pause();
+        }
+      },
+      end: () => {
+        ending = true;
+        pump();
+      },
+      start: () => {
+        last = Date.now();
+        timer = setInterval(pump, 10);
+        timer.unref();
+      },
+    };
   }
 
   close(): Promise<void> {
