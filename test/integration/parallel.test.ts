@@ -92,12 +92,12 @@ async function setup(name: string, opts: { storage?: Record<string, unknown>; se
 }
 
 /** agent.yaml: one entry, `parallels: 4` with every stream at once, 256 KiB chunks, fast retries. */
-async function agentYaml(dir: string, port: number, opts: { bufferSize?: number } = {}): Promise<string> {
+async function agentYaml(dir: string, port: number, opts: { bufferSize?: number; autoscaler?: boolean } = {}): Promise<string> {
   const cfg = agentConfigObject(pki, 'agent-a', port, [{ name: 'app', storage: 'main', sources: [src], exclude: tree.excludes }]);
   const entry = (cfg.backups as Record<string, unknown>[])[0];
   Object.assign(entry, {
     parallels: STREAMS,
-    auto_scaler: { enabled: false },
+    auto_scaler: { enabled: opts.autoscaler ?? false },
     resume: { buffer_size: opts.bufferSize ?? BUFFER, chunk_size: CHUNK },
   });
   cfg.retry = RETRY;
@@ -327,6 +327,37 @@ test('a data stream that stalls (half-open, nothing forwarded, nothing closed) i
     assert.match(String(lost[0].err), /no acknowledgement and no progress/);
     assert.equal(logsWith(run.logs, 'stream re-joined').length, 1);
     report(t, { agentMs: run.durationMs, stalledStream: lost[0].stream });
+  });
+});
+
+test('autoscaler: on a link where each flow is capped, it adds streams while throughput grows, logging the figures', { timeout: TEST_TIMEOUT }, async (t) => {
+  const env = await setup('scale');
+  // Every data connection is capped at 1.5 MiB/s, as flows on a long fat pipe: more streams, more
+  // throughput. The primary carries only the trailer.
+  const cap = 1.5 * MiB;
+  const plan: ConnPlan[] = [{ forward: true }, ...Array.from({ length: STREAMS }, () => ({ throttleBytesPerSec: cap }))];
+  await withProxy(env, plan, async (proxy) => {
+    const cfg = await agentYaml(env.dir, proxy.port, { autoscaler: true });
+    const run = await runAgent(['--config', cfg, '--once'], { timeoutMs: 60_000 });
+    assert.equal(run.code, 0, describeRun(run));
+    await restoreAndCompare(env);
+    assertNoInternalError(env);
+    const started = oneLog(run.logs, 'parallel session started', 'agent');
+    assert.equal(started.streams, 1, 'starts with one stream');
+    const adds = logsWith(run.logs, 'autoscaler: adding a stream');
+    assert.ok(adds.length >= 2, `expected at least two additions, got ${adds.length}:\n${describeRun(run)}`);
+    assert.deepEqual(
+      adds.map((a) => a.streams),
+      adds.map((_, i) => i + 2),
+      'one stream at a time',
+    );
+    // The second addition was earned: one more stream brought ≥ 10 % more throughput.
+    assert.ok(Number(adds[1].gainPct) >= 10, `gain ${String(adds[1].gainPct)} %`);
+    assert.ok(Number(adds[1].afterMBps) > Number(adds[1].beforeMBps));
+    for (const a of adds) assert.equal(typeof a.reason, 'string');
+    const joined = logsWith(env.server.logs(), 'stream joined').length;
+    assert.equal(joined, adds.length + 1, 'the server saw exactly the streams the scaler asked for');
+    report(t, { agentMs: run.durationMs, decisions: adds.map((a) => [a.streams, a.beforeMBps, a.afterMBps, a.gainPct]) });
   });
 });
 
