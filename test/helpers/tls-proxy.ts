@@ -411,15 +411,25 @@ class TlsMitmProxy implements TlsProxy {
       client.destroy();
       upstream.destroy();
     };
-    const resetWhenFlushed = () => {
+    let lastServerData = Date.now();
+    /**
+     * With `waitServerQuiet`, also wait (bounded) until the server has said nothing for that long:
+     * the server acknowledges what it has written 250 ms after its last write, so a quiet server
+     * has read everything (bytes still in its receive queue would die with the RST).
+     */
+    const resetWhenFlushed = (waitServerQuiet = 0) => {
       info.state = 'resetting';
       client.pause();
-      upstream.pause();
+      if (waitServerQuiet === 0) upstream.pause();
       const started = Date.now();
       void c2s
         .flushed(flushTimeout)
         .then(() => (c2s.idle ? sendQueueDrained(rawUp, Math.max(0, flushTimeout - (Date.now() - started))) : false))
-        .then((ok) => {
+        .then(async (ok) => {
+          const deadline = Date.now() + 5000;
+          while (waitServerQuiet > 0 && Date.now() - lastServerData < waitServerQuiet && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
           info.flushedBeforeReset = ok;
           resetBoth();
         });
@@ -495,6 +505,7 @@ class TlsMitmProxy implements TlsProxy {
     // ── server → client ──
     let ackBuf: Buffer | null = plan && 'rewriteResumeOffset' in plan ? Buffer.alloc(0) : null;
     upstream.on('data', (chunk: Buffer) => {
+      lastServerData = Date.now();
       if (!live()) return;
       serverSpoke = true;
       if (ackBuf !== null && plan && 'rewriteResumeOffset' in plan) {
@@ -540,7 +551,7 @@ class TlsMitmProxy implements TlsProxy {
       if (!live()) return;
       if (plan && 'holdBackAtClientEnd' in plan) {
         info.bytesDropped += held.length;
-        resetWhenFlushed();
+        resetWhenFlushed(1000);
         return;
       }
       if (!upstream.destroyed) upstream.end();
