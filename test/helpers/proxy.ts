@@ -19,6 +19,7 @@
  * connections just forward. `startProxy({ plan })` makes the i-th connection follow plan[i].
  */
 import net from 'node:net';
+import { waitUntil } from './wait.js';
 
 export type ConnPlan =
   | { resetAfterBytes: number }
@@ -143,30 +144,7 @@ class FaultProxy implements Proxy {
   }
 
   waitFor(pred: (p: Proxy) => boolean, timeoutMs = 5000, what = 'proxy condition'): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const started = Date.now();
-      const check = () => {
-        let ok = false;
-        try {
-          ok = pred(this);
-        } catch (err) {
-          reject(err);
-          return;
-        }
-        if (ok) return resolve();
-        if (Date.now() - started >= timeoutMs) {
-          return reject(
-            new Error(
-              `timed out after ${timeoutMs} ms waiting for ${what}; ` +
-                `connections=${this.connections} c2s=${this.totalC2S} s2c=${this.totalS2C} ` +
-                `states=[${this.infos.map((i) => i.state).join(',')}]`,
-            ),
-          );
-        }
-        setTimeout(check, 10);
-      };
-      check();
-    });
+    return waitUntil(() => pred(this), timeoutMs, what, () => `connections=${this.connections} c2s=${this.totalC2S} s2c=${this.totalS2C} states=[${this.infos.map((i) => i.state).join(',')}]`);
   }
 
   waitForConnections(n: number, timeoutMs = 5000): Promise<void> {

@@ -41,6 +41,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import tls from 'node:tls';
+import { waitUntil } from './wait.js';
 
 export type TlsConnPlan =
   | { holdBackAtClientEnd: number }
@@ -296,24 +297,7 @@ class TlsMitmProxy implements TlsProxy {
   }
 
   waitFor(pred: (p: TlsProxy) => boolean, timeoutMs = 5000, what = 'TLS proxy condition'): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const started = Date.now();
-      const check = () => {
-        let ok = false;
-        try {
-          ok = pred(this);
-        } catch (err) {
-          reject(err);
-          return;
-        }
-        if (ok) return resolve();
-        if (Date.now() - started >= timeoutMs) {
-          return reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.describe()}`));
-        }
-        setTimeout(check, 10);
-      };
-      check();
-    });
+    return waitUntil(() => pred(this), timeoutMs, what, () => this.describe());
   }
 
   waitForConnections(n: number, timeoutMs = 5000): Promise<void> {
