@@ -19,7 +19,7 @@
  * connections just forward. `startProxy({ plan })` makes the i-th connection follow plan[i].
  */
 import net from 'node:net';
-import { waitUntil } from './wait.js';
+import { listenOnLoopback, waitUntil } from './wait.js';
 
 export type ConnPlan =
   | { resetAfterBytes: number }
@@ -105,14 +105,7 @@ class FaultProxy implements Proxy {
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenOnLoopback(this.server);
   }
 
   get port(): number {

@@ -41,7 +41,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import tls from 'node:tls';
-import { waitUntil } from './wait.js';
+import { listenOnLoopback, waitUntil } from './wait.js';
 
 export type TlsConnPlan =
   | { holdBackAtClientEnd: number }
@@ -259,14 +259,7 @@ class TlsMitmProxy implements TlsProxy {
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
-      this.server.once('error', onError);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenOnLoopback(this.server);
   }
 
   get port(): number {
