@@ -73,6 +73,13 @@ export type HealthStatus = (typeof HealthStatus)[keyof typeof HealthStatus];
 export const AbortReason = { DISK_FULL: 1, SERVER_BUSY: 2, MAINTENANCE: 3 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
 
+/**
+ * Chunk sizes a parallel session may announce in ParallelInit (the agent's `resume.chunk_size`
+ * range). The server refuses a session outside it.
+ */
+export const MIN_CHUNK_SIZE = 64 * 1024;
+export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
+
 /** Fixed frame sizes in bytes, magic included where the frame has one. */
 export const TRAILER_SIZE = 44;
 export const SACK_SIZE = 12;

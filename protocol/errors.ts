@@ -1,5 +1,3 @@
-import { NbackupError } from '../src/errors.js';
-
 /** What exactly was wrong with bytes on the wire (or with a value handed to an encoder). */
 export type ProtocolErrorCode =
   | 'line-too-long' // a line reached MAX_LINE_BYTES + 1 bytes without `\n`
@@ -11,11 +9,17 @@ export type ProtocolErrorCode =
   | 'oversized' // FrameReader: more buffered than allowed and the frame is still incomplete
   | 'truncated'; // the stream ended in the middle of a frame
 
-/** A malformed frame. The only sensible reaction is to log `message` and close that connection. */
-export class ProtocolError extends NbackupError {
+/**
+ * A malformed frame. The only sensible reaction is to log `message` and close that connection.
+ *
+ * This layer is pure and imports nothing from src/, so ProtocolError cannot extend the program's
+ * NbackupError; it carries the same `kind` field ('protocol'), and src/errors.ts counts it as one.
+ */
+export class ProtocolError extends Error {
+  readonly kind = 'protocol' as const;
   readonly code: ProtocolErrorCode;
   constructor(code: ProtocolErrorCode, message: string, options?: { cause?: unknown }) {
-    super('protocol', message, options);
+    super(message, options);
     this.code = code;
     this.name = 'ProtocolError';
   }

@@ -6,7 +6,6 @@
  * Bytes already handed out (by take/takeAll) are never overwritten: when the buffer must grow or
  * empties, a new one is allocated instead of reusing the old one in place.
  */
-import { NbackupError } from '../src/errors.js';
 import { ProtocolError } from './errors.js';
 import type { Decoded } from './frames.js';
 
@@ -34,7 +33,7 @@ export class FrameReader {
   constructor(options: FrameReaderOptions = {}) {
     const max = options.maxBuffered ?? DEFAULT_MAX_BUFFERED;
     if (!Number.isSafeInteger(max) || max < 1) {
-      throw new NbackupError('internal', `FrameReader maxBuffered must be a positive integer, got ${max}`);
+      throw new RangeError(`FrameReader maxBuffered must be a positive integer, got ${max}`);
     }
     this.maxBuffered = max;
   }
@@ -93,7 +92,7 @@ export class FrameReader {
       return null;
     }
     if (!Number.isSafeInteger(d.size) || d.size < 0 || d.size > view.length) {
-      throw new NbackupError('internal', `decoder reported size ${d.size} with ${view.length} bytes available`);
+      throw new RangeError(`decoder reported size ${d.size} with ${view.length} bytes available`);
     }
     this.consume(d.size);
     return d.value;

@@ -1,8 +1,12 @@
+import { ProtocolError } from '../protocol/errors.js';
+
 /**
- * Errors are values with a kind and a message an operator can act on. The CLI turns them into one
- * line and an exit code; nothing in the pipeline throws a bare Error for a condition it expects.
+ * Errors are values with a kind and a message an operator can act on. The CLIs turn them into one
+ * line and an exit code (exit-codes.ts); nothing in the program throws a bare Error for a
+ * condition it expects.
  */
 export type ErrorKind =
+  | 'usage'
   | 'config'
   | 'tls'
   | 'protocol'
@@ -16,6 +20,8 @@ export type ErrorKind =
   | 'aborted'
   | 'internal';
 
+const nativeInstanceOf = Function.prototype[Symbol.hasInstance];
+
 export class NbackupError extends Error {
   readonly kind: ErrorKind;
   constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
@@ -23,6 +29,21 @@ export class NbackupError extends Error {
     this.kind = kind;
     this.name = 'NbackupError';
   }
+
+  /**
+   * protocol/ is the pure layer and cannot import this class, so its ProtocolError (kind
+   * 'protocol') is accepted as an NbackupError here. Subclasses keep the ordinary check.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== NbackupError) return nativeInstanceOf.call(this, value);
+    return nativeInstanceOf.call(NbackupError, value) || value instanceof ProtocolError;
+  }
+}
+
+/** Anything thrown, as an NbackupError: ours pass through, the rest become `kind` (default internal). */
+export function asNbackupError(err: unknown, kind: ErrorKind = 'internal'): NbackupError {
+  if (err instanceof NbackupError) return err;
+  return new NbackupError(kind, errorMessage(err), { cause: err });
 }
 
 /** The message of anything thrown, for logs and one-line CLI errors. */

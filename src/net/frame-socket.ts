@@ -11,6 +11,7 @@ import { NbackupError } from '../errors.js';
 export class FrameSocket {
   readonly reader: FrameReader;
   private ended = false;
+  private halfClosed = false;
   private error: Error | null = null;
   private notify: (() => void) | null = null;
   private readonly onData = (chunk: Buffer): void => {
@@ -19,6 +20,7 @@ export class FrameSocket {
   };
   private readonly onEnd = (): void => {
     this.ended = true;
+    this.halfClosed = true;
     this.notify?.();
   };
   private readonly onError = (err: Error): void => {
@@ -62,14 +64,23 @@ export class FrameSocket {
     }
   }
 
-  /** Stops framing; returns whatever was received but not yet read as frames. */
-  detach(): Buffer {
+  /**
+   * Stops framing; returns whatever was received but not yet read as frames, and whether the peer
+   * has already half-closed (its 'end' event is gone by then).
+   */
+  detach(): Leftover {
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('error', this.onError);
     this.socket.off('close', this.onClose);
-    return this.reader.takeAll();
+    return { bytes: this.reader.takeAll(), peerEnded: this.halfClosed };
   }
+}
+
+/** What a FrameSocket hands over when the conversation turns into a raw byte stream. */
+export interface Leftover {
+  bytes: Buffer;
+  peerEnded: boolean;
 }
 
 /** Writes and resolves when the socket can take more (or rejects when it is gone). */

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { TRAILER_SIZE } from '../../protocol/constants.js';
 import { decodeTrailer, type Trailer } from '../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../errors.js';
+import { judge, type Verdict } from './verdict.js';
 
 /**
  * The body of a single-stream session: raw compressed bytes followed by the 44-byte trailer, with
@@ -88,10 +89,10 @@ export class BodyReceiver {
   }
 
   /**
-   * After EOF: the held-back bytes must be a trailer for exactly the data before it, and the hash
-   * must match. Returns the verdict; the caller commits or discards.
+   * After EOF: the held-back bytes must be a trailer for exactly the data before it, with its
+   * SHA-256. Returns the verdict; the caller commits or discards.
    */
-  verify(): { ok: true; trailer: Trailer; dataSize: number; sha256: string } | { ok: false; reason: string } {
+  verify(): Verdict {
     if (this.received < TRAILER_SIZE || this.holdback.length !== TRAILER_SIZE) {
       return { ok: false, reason: `stream ended after ${this.received} bytes, before a complete trailer` };
     }
@@ -103,15 +104,7 @@ export class BodyReceiver {
     } catch (err) {
       return { ok: false, reason: `malformed trailer: ${errorMessage(err)}` };
     }
-    const dataSize = this.received - TRAILER_SIZE;
-    if (trailer.size !== dataSize) {
-      return { ok: false, reason: `trailer announces ${trailer.size} bytes but ${dataSize} arrived` };
-    }
-    const digest = this.hash.copy().digest();
-    if (!digest.equals(trailer.sha256)) {
-      return { ok: false, reason: `SHA-256 mismatch: received data hashes to ${digest.toString('hex')}, trailer says ${trailer.sha256.toString('hex')}` };
-    }
-    return { ok: true, trailer, dataSize, sha256: digest.toString('hex') };
+    return judge(trailer, this.received - TRAILER_SIZE, this.hash.copy().digest());
   }
 
   private hashWithHoldback(chunk: Buffer): void {

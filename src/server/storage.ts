@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { NbackupError, errnoCode, errorMessage } from '../errors.js';
 import { nameProblem } from '../../protocol/names.js';
+import type { StorageConfig } from '../config/index.js';
+import { NbackupError, errnoCode, errorMessage } from '../errors.js';
 
 /**
  * One named storage: where an agent's backups land, how many are kept, and how much free space
@@ -11,16 +12,19 @@ import { nameProblem } from '../../protocol/names.js';
  * Files: `<base_dir>/<agent>/<backup>/<timestamp>.tar.gz`, written first as a hidden temporary
  * file in the same directory so that the final rename is atomic.
  */
-export interface StorageConfig {
-  base_dir: string;
-  max_backups: number;
-  min_free: number;
-  /** Parallel sessions: bytes of out-of-order chunks kept in memory before they spill to disk. */
-  assembler_pending_mem_limit: number;
+/** A session's temporary file: where it is and the open descriptor it is written through. */
+export interface TempFile {
+  path: string;
+  fd: number;
 }
 
 export const TEMP_SUFFIX = '.tmp';
 const BACKUP_NAME = /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/;
+
+/** Where a parallel session spills out-of-order chunks: beside its temporary file, also swept as `.tmp`. */
+export function stagingPathOf(temp: TempFile): string {
+  return temp.path.replace(/\.tar\.gz\.tmp$/, '.staging.tmp');
+}
 
 /** `2026-02-11T02-00-00-000`: UTC, sortable as text, no ':' so it is safe on every filesystem. */
 export function backupTimestamp(date: Date): string {
@@ -64,7 +68,7 @@ export class Storage {
   }
 
   /** Creates the temporary file for a new session and returns its path and descriptor. */
-  async createTemp(agent: string, backup: string, sessionId: string): Promise<{ path: string; fd: number }> {
+  async createTemp(agent: string, backup: string, sessionId: string): Promise<TempFile> {
     const dir = this.backupDir(agent, backup);
     await fs.promises.mkdir(dir, { recursive: true, mode: 0o750 });
     const tmp = path.join(dir, `.${sessionId}.tar.gz${TEMP_SUFFIX}`);
@@ -78,12 +82,15 @@ export class Storage {
 
   /**
    * Makes a verified temporary file a backup: cut it to the data size (the trailer is not part of
-   * the archive), fsync, rename to its timestamp name, fsync the directory, then rotate.
+   * the archive), fsync, close, link it to its timestamp name, remove the temporary name, fsync the
+   * directory, then rotate. `temp.fd` is -1 from the moment the descriptor is closed.
    */
-  async commit(tmpPath: string, fd: number, dataSize: number, now = new Date()): Promise<{ file: string; removed: string[] }> {
-    const dir = path.dirname(tmpPath);
-    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, dataSize, (err) => (err ? reject(err) : resolve())));
-    await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+  async commit(temp: TempFile, dataSize: number, now = new Date()): Promise<{ file: string; removed: string[] }> {
+    const dir = path.dirname(temp.path);
+    await new Promise<void>((resolve, reject) => fs.ftruncate(temp.fd, dataSize, (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) => fs.fsync(temp.fd, (err) => (err ? reject(err) : resolve())));
+    const fd = temp.fd;
+    temp.fd = -1;
     await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
     let when = now.getTime();
     let final = '';
@@ -91,7 +98,7 @@ export class Storage {
     for (let i = 0; i < 1000; i++, when++) {
       final = path.join(dir, `${backupTimestamp(new Date(when))}.tar.gz`);
       try {
-        await fs.promises.link(tmpPath, final);
+        await fs.promises.link(temp.path, final);
         break;
       } catch (err) {
         if (errnoCode(err) !== 'EEXIST') throw err;
@@ -99,10 +106,20 @@ export class Storage {
       }
     }
     if (!final) throw new NbackupError('storage', `no free backup name in ${dir}`);
-    await fs.promises.unlink(tmpPath);
+    await fs.promises.unlink(temp.path);
     await fsyncDir(dir);
     const removed = await this.rotate(dir);
     return { file: final, removed };
+  }
+
+  /** Closes (if still open) and deletes a temporary file that will not be committed. */
+  async removeTemp(temp: TempFile): Promise<void> {
+    if (temp.fd >= 0) {
+      const fd = temp.fd;
+      temp.fd = -1;
+      await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+    }
+    await fs.promises.rm(temp.path, { force: true });
   }
 
   /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones. */
@@ -127,12 +144,6 @@ export class Storage {
       }
     }
     return out;
-  }
-
-  /** Lists committed backups of one agent/backup, oldest first. */
-  async list(agent: string, backup: string): Promise<string[]> {
-    const dir = this.backupDir(agent, backup);
-    return (await readdirOrEmpty(dir)).filter((n) => BACKUP_NAME.test(n)).sort().map((n) => path.join(dir, n));
   }
 }
 

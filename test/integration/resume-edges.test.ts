@@ -23,7 +23,8 @@ import {
   encodeTrailer,
   type ServerDataMessage,
 } from '../../protocol/frames.js';
-import { CHUNK_SIZE_MIN, RESUME_BUFFER_MIN } from '../../src/config/schema.js';
+import { MIN_CHUNK_SIZE } from '../../protocol/constants.js';
+import { RESUME_BUFFER_MIN } from '../../src/config/schema.js';
 import { assertTreesEqual } from '../helpers/compare.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { runAgent, startServer, writeYaml, type AgentResult, type LogLine, type ServerHandle } from '../helpers/proc.js';
@@ -246,7 +247,7 @@ test('a resume offset that has left the ring buffer: the agent says so and start
   try {
     const cfg = await agentYaml(dir, proxy.port, {
       retry: RETRY,
-      resume: { buffer_size: RESUME_BUFFER_MIN, chunk_size: CHUNK_SIZE_MIN },
+      resume: { buffer_size: RESUME_BUFFER_MIN, chunk_size: MIN_CHUNK_SIZE },
     });
     const run = await runAgent(['--config', cfg, '--once'], { timeoutMs: 45_000 });
     const all = run.stdout + run.stderr;

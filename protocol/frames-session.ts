@@ -1,0 +1,236 @@
+/**
+ * Frames of a backup session (spec §1) and of its resumption (§2): handshake, ACK, mode byte,
+ * SACK, trailer, Final ACK, RSME and ResumeACK.
+ */
+import { AckStatus, FinalStatus, Magic, MagicBytes, PARALLEL_INIT_SIZE, PROTOCOL_VERSION, RESUME_ACK_SIZE, ResumeStatus, SACK_SIZE, TRAILER_SIZE } from './constants.js';
+import { type Decoded, invalid, line, parse, status, u32, u64, u8, withMagic, writeU64 } from './codec.js';
+
+/** `NBKP` ver agent\n storage\n backup\n — client opens a backup session. */
+export interface Handshake {
+  version: number;
+  agent: string;
+  storage: string;
+  backup: string;
+}
+/** status · message\n · sessionId\n — server answers the handshake. */
+export interface Ack {
+  status: AckStatus;
+  message: string;
+  sessionId: string;
+}
+/** Mode byte 0x00 after ACK GO: one stream carries the body. */
+export interface SingleMode {
+  kind: 'single';
+}
+/** maxStreams u8 (1..255, doubles as the mode byte) · chunkSize u32. */
+export interface ParallelInit {
+  maxStreams: number;
+  chunkSize: number;
+}
+export type Mode = SingleMode | ({ kind: 'parallel' } & ParallelInit);
+/** `SACK` u64 offset — body bytes the server has written. */
+export interface Sack {
+  offset: number;
+}
+/** `DONE` sha256[32] u64 size — after the body (single) or on the primary (parallel). */
+export interface Trailer {
+  sha256: Buffer;
+  size: number;
+}
+export interface FinalAck {
+  status: FinalStatus;
+}
+/** `RSME` ver sessionId\n agent\n storage\n. */
+export interface Resume {
+  version: number;
+  sessionId: string;
+  agent: string;
+  storage: string;
+}
+export interface ResumeAck {
+  status: ResumeStatus;
+  lastOffset: number;
+}
+/** `PJIN` ver sessionId\n streamIndex u8. */
+
+/** What an agent reads on a single-stream data connection. */
+export type ServerDataMessage = { type: 'sack'; offset: number } | { type: 'final'; status: FinalStatus };
+
+// ─── §1 Backup session ────────────────────────────────────────────────────────────────────────
+
+export function encodeHandshake(h: Omit<Handshake, 'version'> & { version?: number }): Buffer {
+  const F = 'Handshake';
+  const version = u8(F, 'version', h.version ?? PROTOCOL_VERSION);
+  return Buffer.concat([
+    MagicBytes.NBKP,
+    Buffer.of(version),
+    line(F, 'agent', h.agent),
+    line(F, 'storage', h.storage),
+    line(F, 'backup', h.backup),
+  ]);
+}
+
+export function decodeHandshake(buf: Buffer): Decoded<Handshake> | null {
+  return parse(buf, 'Handshake', (p) => {
+    p.magic(Magic.NBKP);
+    const version = p.u8();
+    const agent = p.line('agent');
+    const storage = p.line('storage');
+    const backup = p.line('backup');
+    return { version, agent, storage, backup };
+  });
+}
+
+/** sessionId must be non-empty for GO and empty otherwise (spec §1). */
+export function encodeAck(a: Ack): Buffer {
+  const F = 'ACK';
+  const st = status(F, AckStatus, 'ACK status', a.status);
+  if (st === AckStatus.GO && a.sessionId === '') throw invalid(F, 'bad-value', 'GO needs a sessionId');
+  if (st !== AckStatus.GO && a.sessionId !== '') {
+    throw invalid(F, 'bad-value', 'sessionId must be empty unless the status is GO');
+  }
+  return Buffer.concat([Buffer.of(st), line(F, 'message', a.message), line(F, 'sessionId', a.sessionId)]);
+}
+
+export function decodeAck(buf: Buffer): Decoded<Ack> | null {
+  return parse(buf, 'ACK', (p) => {
+    const st = p.status(AckStatus, 'ACK status');
+    const message = p.line('message');
+    const sessionId = p.line('sessionId');
+    return { status: st, message, sessionId };
+  });
+}
+
+export function encodeSingleMode(): Buffer {
+  return Buffer.of(0x00);
+}
+
+export function encodeParallelInit(init: ParallelInit): Buffer {
+  const F = 'ParallelInit';
+  const b = Buffer.alloc(PARALLEL_INIT_SIZE);
+  b[0] = u8(F, 'maxStreams', init.maxStreams, 1);
+  b.writeUInt32BE(u32(F, 'chunkSize', init.chunkSize, 1), 1);
+  return b;
+}
+
+export function encodeMode(mode: Mode): Buffer {
+  return mode.kind === 'single' ? encodeSingleMode() : encodeParallelInit(mode);
+}
+
+/** The byte after ACK GO: 0x00 single stream, or 1..255 starting a 5-byte ParallelInit. */
+export function decodeMode(buf: Buffer): Decoded<Mode> | null {
+  return parse(buf, 'Mode', (p): Mode => {
+    const maxStreams = p.u8();
+    if (maxStreams === 0) return { kind: 'single' };
+    const chunkSize = p.u32();
+    if (chunkSize === 0) throw p.fail('bad-value', 'ParallelInit chunkSize is 0');
+    return { kind: 'parallel', maxStreams, chunkSize };
+  });
+}
+
+/** Like decodeMode, but a single-stream byte is an error. */
+export function decodeParallelInit(buf: Buffer): Decoded<ParallelInit> | null {
+  return parse(buf, 'ParallelInit', (p) => {
+    const maxStreams = p.u8();
+    if (maxStreams === 0) throw p.fail('bad-value', 'maxStreams is 0 (that is the single-stream mode byte)');
+    const chunkSize = p.u32();
+    if (chunkSize === 0) throw p.fail('bad-value', 'chunkSize is 0');
+    return { maxStreams, chunkSize };
+  });
+}
+
+export function encodeSack(s: Sack): Buffer {
+  const b = withMagic(SACK_SIZE, Magic.SACK);
+  writeU64(b, u64('SACK', 'offset', s.offset), 4);
+  return b;
+}
+
+export function decodeSack(buf: Buffer): Decoded<Sack> | null {
+  return parse(buf, 'SACK', (p) => {
+    p.magic(Magic.SACK);
+    return { offset: p.u64('offset') };
+  });
+}
+
+export function encodeTrailer(t: Trailer): Buffer {
+  const F = 'Trailer';
+  if (!(t.sha256 instanceof Uint8Array) || t.sha256.length !== 32) {
+    throw invalid(F, 'bad-value', 'sha256 must be 32 bytes');
+  }
+  const b = withMagic(TRAILER_SIZE, Magic.DONE);
+  b.set(t.sha256, 4);
+  writeU64(b, u64(F, 'size', t.size), 36);
+  return b;
+}
+
+export function decodeTrailer(buf: Buffer): Decoded<Trailer> | null {
+  return parse(buf, 'Trailer', (p) => {
+    p.magic(Magic.DONE);
+    const sha256 = p.bytes(32);
+    const size = p.u64('size');
+    return { sha256, size };
+  });
+}
+
+export function encodeFinalAck(f: FinalAck): Buffer {
+  return Buffer.of(status('Final ACK', FinalStatus, 'Final ACK status', f.status));
+}
+
+export function decodeFinalAck(buf: Buffer): Decoded<FinalAck> | null {
+  return parse(buf, 'Final ACK', (p) => ({ status: p.status(FinalStatus, 'Final ACK status') }));
+}
+
+/** SACK (first byte "S") or Final ACK (one status byte): what a single-stream agent reads. */
+export function decodeServerDataMessage(buf: Buffer): Decoded<ServerDataMessage> | null {
+  return parse(buf, 'server data message', (p): ServerDataMessage => {
+    if (p.peekU8() === MagicBytes.SACK[0]) {
+      p.magic(Magic.SACK);
+      return { type: 'sack', offset: p.u64('SACK offset') };
+    }
+    return { type: 'final', status: p.status(FinalStatus, 'Final ACK status (or SACK magic)') };
+  });
+}
+
+export function encodeServerDataMessage(m: ServerDataMessage): Buffer {
+  return m.type === 'sack' ? encodeSack(m) : encodeFinalAck(m);
+}
+
+// ─── §2 Resume ────────────────────────────────────────────────────────────────────────────────
+
+export function encodeResume(r: Omit<Resume, 'version'> & { version?: number }): Buffer {
+  const F = 'Resume';
+  const version = u8(F, 'version', r.version ?? PROTOCOL_VERSION);
+  return Buffer.concat([
+    MagicBytes.RSME,
+    Buffer.of(version),
+    line(F, 'sessionId', r.sessionId),
+    line(F, 'agent', r.agent),
+    line(F, 'storage', r.storage),
+  ]);
+}
+
+export function decodeResume(buf: Buffer): Decoded<Resume> | null {
+  return parse(buf, 'Resume', (p) => {
+    p.magic(Magic.RSME);
+    const version = p.u8();
+    const sessionId = p.line('sessionId');
+    const agent = p.line('agent');
+    const storage = p.line('storage');
+    return { version, sessionId, agent, storage };
+  });
+}
+
+export function encodeResumeAck(r: ResumeAck): Buffer {
+  const F = 'ResumeACK';
+  const b = Buffer.alloc(RESUME_ACK_SIZE);
+  b[0] = status(F, ResumeStatus, 'ResumeACK status', r.status);
+  writeU64(b, u64(F, 'lastOffset', r.lastOffset), 1);
+  return b;
+}
+
+export function decodeResumeAck(buf: Buffer): Decoded<ResumeAck> | null {
+  return parse(buf, 'ResumeACK', (p) => {
+    const st = p.status(ResumeStatus, 'ResumeACK status');
+    return { status: st, lastOffset: p.u64('lastOffset') };
+  });
+}

@@ -1,0 +1,147 @@
+/**
+ * The agent.yaml schema. Every object is strict (an unknown key is an error, so a typo never
+ * silently falls back to a default), and its OUTPUT is what the agent runs on: sizes in bytes,
+ * durations in milliseconds, paths absolute, defaults filled in, per-backup overrides merged with
+ * the global values.
+ */
+import type { z } from 'zod';
+import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../../protocol/constants.js';
+import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, nonEmptyStr, obj, pathLeaf, section, size, type HostPort } from './leaves.js';
+import { formatBytes, formatDuration, GB, MB } from './units.js';
+
+export const RESUME_BUFFER_MIN = MB;
+export const RESUME_BUFFER_MAX = GB;
+
+const bufferSize = () => size(RESUME_BUFFER_MIN, RESUME_BUFFER_MAX);
+const chunkSize = () => size(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
+const compressionLevel = () => int(1, 9);
+
+
+/**
+ * The agent.yaml schema. Relative paths resolve against `baseDir` (the config file's folder), or
+ * against the working directory at parse time when it is not given.
+ */
+export function agentConfigSchema(baseDir?: string) {
+  const backupEntry = obj(
+    {
+      name: nameLeaf('backup name'),
+      storage: nameLeaf('storage name'),
+      schedule: cron(),
+      parallels: int(0, 255).default(0),
+      auto_scaler: section({ enabled: bool().default(true) }),
+      sources: list(obj({ path: pathLeaf(baseDir) }, 'a mapping like { path: /app/scripts }'), 'a list of { path: ... } sources', 1),
+      exclude: list(nonEmptyStr('a glob pattern'), 'a list of glob patterns').default([]),
+      resume: obj({ buffer_size: bufferSize().optional(), chunk_size: chunkSize().optional() }).optional(),
+      compression: obj({ level: compressionLevel().optional() }).optional(),
+    },
+    'a backup entry (a mapping with name, storage, schedule, sources)',
+  );
+
+  const backups = list(backupEntry, 'a list of backup entries', 1).transform((entries, ctx) => {
+    const seen = new Map<string, number>();
+    entries.forEach((b, i) => {
+      const first = seen.get(b.name);
+      if (first !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [i, 'name'],
+          message: `duplicate backup name ${JSON.stringify(b.name)} (already used by backups[${first}])`,
+          input: b.name,
+        });
+      } else {
+        seen.set(b.name, i);
+      }
+    });
+    return entries;
+  });
+
+  return obj({
+    agent: obj({ name: nameLeaf('agent name') }),
+    server: obj({ address: hostPort(1) }).transform((s): HostPort => s.address),
+    tls: obj({
+      ca_cert: pathLeaf(baseDir, 'a path to a PEM file'),
+      client_cert: pathLeaf(baseDir, 'a path to a PEM file'),
+      client_key: pathLeaf(baseDir, 'a path to a PEM file'),
+    }),
+    backups,
+    retry: section({
+      max_attempts: int(1).default(5),
+      initial_delay: duration(0).default(1000),
+      max_delay: duration(0).default(5 * 60_000),
+      read_timeout: duration(1).default(60_000),
+      connect_timeout: duration(1).default(30_000),
+    }),
+    resume: section({
+      buffer_size: bufferSize().default(256 * MB),
+      chunk_size: chunkSize().default(MB),
+    }),
+    compression: section({ level: compressionLevel().default(1) }),
+    logging: loggingSection(baseDir),
+    daemon: section({
+      control_channel: section({
+        enabled: bool().default(true),
+        keepalive_interval: duration(1).default(30_000),
+        reconnect_delay: duration(0).default(5000),
+        max_reconnect_delay: duration(0).default(5 * 60_000),
+      }),
+    }),
+  }).transform((c, ctx) => {
+    if (c.retry.initial_delay > c.retry.max_delay) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['retry', 'max_delay'],
+        message: `must be at least retry.initial_delay (${formatDuration(c.retry.initial_delay)}), got ${formatDuration(c.retry.max_delay)}`,
+        input: c.retry.max_delay,
+      });
+    }
+    const cc = c.daemon.control_channel;
+    if (cc.reconnect_delay > cc.max_reconnect_delay) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['daemon', 'control_channel', 'max_reconnect_delay'],
+        message: `must be at least daemon.control_channel.reconnect_delay (${formatDuration(cc.reconnect_delay)}), got ${formatDuration(cc.max_reconnect_delay)}`,
+        input: cc.max_reconnect_delay,
+      });
+    }
+    const bufferTooSmall = (where: (string | number)[], r: { buffer_size: number; chunk_size: number }) => {
+      if (r.buffer_size < r.chunk_size) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...where, 'buffer_size'],
+          message: `must be at least chunk_size (${formatBytes(r.chunk_size)}), got ${formatBytes(r.buffer_size)}`,
+          input: r.buffer_size,
+        });
+      }
+    };
+    bufferTooSmall(['resume'], c.resume);
+
+    const merged = c.backups.map((b, i) => {
+      const resume = {
+        buffer_size: b.resume?.buffer_size ?? c.resume.buffer_size,
+        chunk_size: b.resume?.chunk_size ?? c.resume.chunk_size,
+      };
+      if (b.resume !== undefined) bufferTooSmall(['backups', i, 'resume'], resume);
+      return {
+        name: b.name,
+        storage: b.storage,
+        schedule: b.schedule,
+        parallels: b.parallels,
+        auto_scaler: b.auto_scaler,
+        sources: b.sources,
+        exclude: b.exclude,
+        resume,
+        compression: { level: b.compression?.level ?? c.compression.level },
+      };
+    });
+    return { ...c, backups: merged };
+  });
+}
+
+export const AgentConfigSchema = agentConfigSchema();
+export type AgentConfig = z.output<typeof AgentConfigSchema>;
+export type BackupConfig = AgentConfig['backups'][number];
+export type RetryConfig = AgentConfig['retry'];
+export type ResumeConfig = AgentConfig['resume'];
+export type CompressionConfig = AgentConfig['compression'];
+export type AgentTlsConfig = AgentConfig['tls'];
+export type ControlChannelConfig = AgentConfig['daemon']['control_channel'];

@@ -1,0 +1,81 @@
+/** The server.yaml schema; same rules as agent-schema.ts. */
+import { z } from 'zod';
+import { nameProblem } from '../../protocol/names.js';
+import { duration, hostPort, int, loggingSection, missing, obj, pathLeaf, size, wrong } from './leaves.js';
+import { GB, MB } from './units.js';
+
+/** The server.yaml schema; relative paths resolve against `baseDir` (see agentConfigSchema). */
+export function serverConfigSchema(baseDir?: string) {
+  const storage = obj(
+    {
+      base_dir: pathLeaf(baseDir, 'a folder path'),
+      max_backups: int(1).default(5),
+      min_free: size(0).default(GB),
+      assembler_pending_mem_limit: size(1).default(8 * MB),
+    },
+    'a storage mapping like { base_dir: /var/backups/scripts }',
+  );
+
+  const storages = z
+    .record(z.string(), storage, {
+      error: (iss) => {
+        const expected = 'a mapping of storage name → { base_dir, max_backups, ... }';
+        return iss.input === undefined ? missing(expected) : wrong(expected, iss.input);
+      },
+    })
+    .transform((map, ctx) => {
+      const names = Object.keys(map);
+      if (names.length === 0) {
+        ctx.addIssue({ code: 'custom', message: 'expected at least one storage, got an empty mapping', input: map });
+      }
+      const dirs = new Map<string, string>();
+      for (const name of names) {
+        const problem = nameProblem(name);
+        if (problem !== null) {
+          ctx.addIssue({ code: 'custom', path: [name], message: `invalid storage name ${JSON.stringify(name)}: it ${problem}`, input: name });
+        }
+        const dir = map[name].base_dir;
+        const other = dirs.get(dir);
+        if (other !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [name, 'base_dir'],
+            message: `${JSON.stringify(dir)} is already the base_dir of storage ${JSON.stringify(other)}`,
+            input: dir,
+          });
+        } else {
+          dirs.set(dir, name);
+        }
+      }
+      return map;
+    });
+
+  return obj({
+    server: obj({
+      listen: hostPort(0),
+      handshake_timeout: duration(1).default(10_000),
+      session_ttl: duration(1).default(60 * 60_000),
+      idle_timeout: duration(1).default(60_000),
+    }).transform((s) => ({
+      listen: s.listen.address,
+      host: s.listen.host,
+      port: s.listen.port,
+      handshake_timeout: s.handshake_timeout,
+      session_ttl: s.session_ttl,
+      idle_timeout: s.idle_timeout,
+    })),
+    tls: obj({
+      ca_cert: pathLeaf(baseDir, 'a path to a PEM file'),
+      server_cert: pathLeaf(baseDir, 'a path to a PEM file'),
+      server_key: pathLeaf(baseDir, 'a path to a PEM file'),
+    }),
+    storages,
+    logging: loggingSection(baseDir),
+  });
+}
+
+export const ServerConfigSchema = serverConfigSchema();
+export type ServerConfig = z.output<typeof ServerConfigSchema>;
+export type StorageConfig = ServerConfig['storages'][string];
+export type ServerTlsConfig = ServerConfig['tls'];
+export type LoggingConfig = ServerConfig['logging'];

@@ -1,0 +1,40 @@
+import { NbackupError, type ErrorKind } from './errors.js';
+
+/**
+ * The one table from an error's kind to a process exit status, shared by both commands. `--help`
+ * prints it (exitCodeHelp) and the README repeats it.
+ */
+export interface ExitCode {
+  code: number;
+  meaning: string;
+  kinds: readonly ErrorKind[];
+}
+
+export const EXIT_CODES: readonly ExitCode[] = [
+  { code: 0, meaning: 'success (--once: every backup entry committed)', kinds: [] },
+  {
+    code: 1,
+    meaning: 'a backup or health check failed; stderr has one line per failed entry saying why',
+    kinds: ['source', 'rejected', 'server', 'checksum', 'storage', 'protocol', 'aborted'],
+  },
+  { code: 2, meaning: 'bad command line or configuration file', kinds: ['usage', 'config'] },
+  { code: 3, meaning: 'a certificate or key cannot be used', kinds: ['tls'] },
+  { code: 4, meaning: 'the server cannot be reached or did not answer in time', kinds: ['network', 'timeout'] },
+  { code: 70, meaning: 'internal error (a bug: please report it)', kinds: ['internal'] },
+];
+
+/** Exit status of a `--once` run in which at least one entry failed, whatever the kinds. */
+export const EXIT_BACKUP_FAILED = 1;
+export const EXIT_USAGE = 2;
+const EXIT_INTERNAL = 70;
+
+/** The exit status for an error that ends the command. */
+export function exitCodeFor(err: unknown): number {
+  if (!(err instanceof NbackupError)) return EXIT_INTERNAL;
+  return EXIT_CODES.find((e) => e.kinds.includes(err.kind))?.code ?? EXIT_INTERNAL;
+}
+
+/** The table as text for `--help`. */
+export function exitCodeHelp(): string {
+  return ['Exit status:', ...EXIT_CODES.map((e) => `  ${String(e.code).padStart(2)}  ${e.meaning}`)].join('\n');
+}

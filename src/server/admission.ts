@@ -1,0 +1,44 @@
+import type tls from 'node:tls';
+import { AckStatus, isSupportedVersion } from '../../protocol/constants.js';
+import type { Handshake } from '../../protocol/frames.js';
+import { nameProblem } from '../../protocol/names.js';
+import { peerName, type ServerContext } from './context.js';
+import type { Claim } from './registry.js';
+import { sessionKey } from './session.js';
+import type { Storage } from './storage.js';
+
+/**
+ * Who may start a backup, checked in this order: a protocol version we speak, names that are safe
+ * path components, an agent name equal to the certificate's CN, a configured storage, free space
+ * above the storage's reserve, and no running backup of the same agent/storage/backup.
+ */
+export type Admission =
+  | { ok: true; storage: Storage; claim: Claim }
+  | { ok: false; status: AckStatus; message: string };
+
+export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Handshake): Promise<Admission> {
+  const refuse = (status: AckStatus, message: string): Admission => ({ ok: false, status, message });
+  if (!isSupportedVersion(hs.version)) return refuse(AckStatus.REJECT, `unsupported protocol version ${hs.version}`);
+  for (const [what, value] of [
+    ['agent', hs.agent],
+    ['storage', hs.storage],
+    ['backup', hs.backup],
+  ] as const) {
+    const problem = nameProblem(value);
+    if (problem) return refuse(AckStatus.REJECT, `${what} name ${problem}`);
+  }
+  const certName = peerName(socket);
+  if (certName !== hs.agent) {
+    return refuse(AckStatus.REJECT, `agent name "${hs.agent}" does not match certificate CN "${certName ?? ''}"`);
+  }
+  const storage = ctx.storages.get(hs.storage);
+  if (!storage) return refuse(AckStatus.STORAGE_NOT_FOUND, `storage "${hs.storage}" is not configured`);
+  const free = await storage.freeBytes();
+  if (free < storage.config.min_free) {
+    return refuse(AckStatus.FULL, `storage "${storage.name}" has ${free} bytes free, below its reserve of ${storage.config.min_free}`);
+  }
+  const key = sessionKey(hs.agent, hs.storage, hs.backup);
+  const claim = await ctx.registry.claim(key);
+  if (!claim) return refuse(AckStatus.BUSY, `a backup of ${key} is already running`);
+  return { ok: true, storage, claim };
+}

@@ -1,0 +1,69 @@
+import type tls from 'node:tls';
+import { FinalStatus } from '../../protocol/constants.js';
+import { encodeFinalAck } from '../../protocol/frames.js';
+import { errorMessage } from '../errors.js';
+import type { ServerContext } from './context.js';
+import { bytesReceived, sessionContext, type Session } from './session.js';
+import type { Verdict } from './verdict.js';
+
+/**
+ * How every session ends, single-stream or parallel: a write error or a failed verdict discards the
+ * temporary file and answers WRITE_ERROR or CHECKSUM_MISMATCH; a good verdict commits the file
+ * (fsync, rename, rotate) and only then answers OK.
+ */
+export type SessionResult = Verdict | { failed: Error };
+
+/** How long a failing Final ACK may wait for a peer that never reads it. */
+const ANSWER_DRAIN_MS = 10_000;
+
+export async function concludeSession(ctx: ServerContext, session: Session, socket: tls.TLSSocket, result: SessionResult): Promise<void> {
+  const { log, registry } = ctx;
+  if ('failed' in result) {
+    answerFailure(session, socket, FinalStatus.WRITE_ERROR);
+    await registry.discard(session, `write error: ${result.failed.message}`);
+    return;
+  }
+  if (!result.ok) {
+    answerFailure(session, socket, FinalStatus.CHECKSUM_MISMATCH);
+    log.error({ ...sessionContext(session), reason: result.reason, bytes: bytesReceived(session) }, 'session failed: checksum mismatch');
+    await registry.discard(session, 'checksum mismatch');
+    return;
+  }
+  try {
+    const { file, removed } = await session.storage.commit(session.temp, result.dataSize);
+    session.closed = true;
+    registry.forget(session);
+    if (session.mode === 'parallel') {
+      session.chunks.closeAll();
+      await session.chunks.assembler.dispose();
+    }
+    socket.end(encodeFinalAck({ status: FinalStatus.OK }));
+    const seconds = (Date.now() - session.startedAt) / 1000;
+    log.info(
+      {
+        ...sessionContext(session),
+        file,
+        bytes: result.dataSize,
+        sha256: result.sha256,
+        resumes: session.resumes,
+        durationS: Number(seconds.toFixed(3)),
+        mbPerS: Number((result.dataSize / 1048576 / Math.max(seconds, 0.001)).toFixed(1)),
+        rotated: removed,
+      },
+      'session committed',
+    );
+  } catch (err) {
+    answerFailure(session, socket, FinalStatus.WRITE_ERROR);
+    await registry.discard(session, `commit failed: ${errorMessage(err)}`);
+  }
+}
+
+/**
+ * Sends a failing Final ACK and lets it drain: the connection is taken out of the session's slot
+ * first, so the discard that follows does not destroy it with the answer still queued.
+ */
+function answerFailure(session: Session, socket: tls.TLSSocket, status: FinalStatus): void {
+  session.link.vacate(socket);
+  socket.end(encodeFinalAck({ status }));
+  setTimeout(() => socket.destroy(), ANSWER_DRAIN_MS).unref();
+}

@@ -1,0 +1,50 @@
+import { decodeTrailer, type Trailer } from '../../../protocol/frames.js';
+import { NbackupError, errorMessage } from '../../errors.js';
+import { concludeSession } from '../commit.js';
+import type { Connection, ServerContext } from '../context.js';
+import { sessionContext, type ParallelSession } from '../session.js';
+import { judge } from '../verdict.js';
+
+/** The primary is quiet for the whole backup: its liveness is TCP keepalive's business. */
+const PRIMARY_QUIET_MS = 7 * 24 * 3600 * 1000;
+const KEEPALIVE_MS = 30_000;
+
+/**
+ * Runs the primary connection of a parallel session (after NBKP or RSME): it carries only the
+ * trailer. Once the trailer is in and every chunk up to its size is in the file, the session is
+ * verified and committed. If the primary breaks first, the session waits for a resume.
+ */
+export async function feedPrimary(ctx: ServerContext, session: ParallelSession, conn: Connection): Promise<void> {
+  const { socket, frames, remote } = conn;
+  await session.link.occupy(socket, async () => {
+    socket.setKeepAlive(true, KEEPALIVE_MS);
+    let trailer: Trailer;
+    try {
+      trailer = await frames.read(decodeTrailer, PRIMARY_QUIET_MS, 'trailer');
+    } catch (err) {
+      if (err instanceof NbackupError && (err.kind === 'network' || err.kind === 'timeout')) {
+        socket.destroy();
+        ctx.registry.detach(session, remote, errorMessage(err));
+        return;
+      }
+      throw err;
+    }
+    const assembler = session.chunks.assembler;
+    const closed = socket.destroyed ? Promise.resolve('closed' as const) : new Promise<'closed'>((r) => socket.once('close', () => r('closed')));
+    const reached = assembler.reach(trailer.size).then(
+      () => 'reached' as const,
+      () => 'failed' as const,
+    );
+    if ((await Promise.race([reached, closed])) === 'closed') {
+      ctx.registry.detach(session, remote, 'the primary connection closed while its chunks were still arriving');
+      return;
+    }
+    await assembler.settled();
+    if (assembler.failed) {
+      await concludeSession(ctx, session, socket, { failed: assembler.failed });
+      return;
+    }
+    ctx.log.info({ ...sessionContext(session), streams: session.chunks.streams.size, ...assembler.stats }, 'parallel session assembled');
+    await concludeSession(ctx, session, socket, judge(trailer, assembler.written, assembler.digest()));
+  });
+}

@@ -1,0 +1,28 @@
+import type tls from 'node:tls';
+import type { ServerConfig } from '../config/index.js';
+import type { Logger } from '../log/logger.js';
+import type { FrameSocket } from '../net/frame-socket.js';
+import type { SessionRegistry } from './registry.js';
+import type { Storage } from './storage.js';
+
+/** What every connection handler may use: the configuration, the storages and the live sessions. */
+export interface ServerContext {
+  readonly config: ServerConfig;
+  readonly log: Logger;
+  readonly storages: ReadonlyMap<string, Storage>;
+  readonly registry: SessionRegistry;
+}
+
+/** One accepted connection, after its first frame was read. */
+export interface Connection {
+  readonly socket: tls.TLSSocket;
+  readonly frames: FrameSocket;
+  /** `address:port` of the peer, for logs. */
+  readonly remote: string;
+}
+
+/** The CN of the peer's (already verified) client certificate. */
+export function peerName(socket: tls.TLSSocket): string | undefined {
+  const cn = socket.getPeerCertificate()?.subject?.CN;
+  return Array.isArray(cn) ? cn[0] : cn;
+}

@@ -1,0 +1,109 @@
+import type { Logger } from '../log/logger.js';
+import { bytesReceived, sessionContext, type Session } from './session.js';
+
+/**
+ * The live sessions, by `agent:storage:backup` (the BUSY rule) and by session ID (resume, join),
+ * and their lifecycle: claimed at the handshake, added once the mode is known, detached with a TTL
+ * when their connection breaks, then forgotten (committed) or discarded (temporary file deleted).
+ */
+export interface Claim {
+  readonly key: string;
+  /** Gives the key up without adding a session (the handshake did not complete). */
+  release(): void;
+}
+
+export class SessionRegistry {
+  private readonly byKey = new Map<string, Session>();
+  private readonly byIdMap = new Map<string, Session>();
+  /** Keys whose handshake is under way: BUSY for anyone else. */
+  private readonly claims = new Set<string>();
+  private readonly ttlTimers = new Map<Session, NodeJS.Timeout>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly ttlMs: number,
+  ) {}
+
+  /**
+   * Claims a key for a new session, or returns null when a backup of it is running (BUSY). A
+   * detached session of the same key (or one whose connection is gone but not yet wound up) is
+   * superseded: the agent chose to start over.
+   */
+  async claim(key: string): Promise<Claim | null> {
+    const existing = this.byKey.get(key);
+    if (this.claims.has(key) || existing?.link.busy) return null;
+    this.claims.add(key);
+    if (existing) {
+      await existing.link.evict();
+      await this.discard(existing, 'superseded by a new session of the same backup');
+    }
+    return { key, release: () => this.claims.delete(key) };
+  }
+
+  /** Registers a session under the key its claim held. */
+  add(session: Session, claim: Claim): void {
+    claim.release();
+    this.byKey.set(session.key, session);
+    this.byIdMap.set(session.id, session);
+  }
+
+  byId(id: string): Session | undefined {
+    return this.byIdMap.get(id);
+  }
+
+  /** Some backup is being received right now (a session waiting for a resume does not count). */
+  get receiving(): boolean {
+    if (this.claims.size > 0) return true;
+    for (const s of this.byKey.values()) if (s.link.socket !== null) return true;
+    return false;
+  }
+
+  /** The connection broke mid-session: keep the session for `session_ttl`, then discard it. */
+  detach(session: Session, remote: string, why: string): void {
+    if (session.closed) return;
+    this.log.warn(
+      { ...sessionContext(session), remote, reason: why, received: bytesReceived(session), ttlS: this.ttlMs / 1000 },
+      'connection lost; session kept for resume',
+    );
+    this.clearTtl(session);
+    const timer = setTimeout(() => {
+      void this.discard(session, `not resumed within ${Math.round(this.ttlMs / 1000)}s; temporary file deleted`);
+    }, this.ttlMs);
+    timer.unref();
+    this.ttlTimers.set(session, timer);
+  }
+
+  /** A resume took the session back: its TTL no longer runs. */
+  resumed(session: Session): void {
+    this.clearTtl(session);
+  }
+
+  /** Drops a session that has been committed. */
+  forget(session: Session): void {
+    this.clearTtl(session);
+    if (this.byKey.get(session.key) === session) this.byKey.delete(session.key);
+    this.byIdMap.delete(session.id);
+  }
+
+  /** Ends a session without committing: closes its connections and deletes its temporary files. */
+  async discard(session: Session, reason: string): Promise<void> {
+    if (session.closed) return;
+    session.closed = true;
+    this.forget(session);
+    session.link.destroy();
+    if (session.mode === 'parallel') {
+      session.chunks.closeAll();
+      await session.chunks.assembler.dispose();
+    } else {
+      await session.receiver.flushed().catch(() => undefined);
+    }
+    await session.storage.removeTemp(session.temp);
+    this.log.warn({ ...sessionContext(session), reason }, 'session discarded');
+  }
+
+  private clearTtl(session: Session): void {
+    const timer = this.ttlTimers.get(session);
+    if (timer) clearTimeout(timer);
+    this.ttlTimers.delete(session);
+  }
+}
