@@ -1,8 +1,8 @@
-import { loadAgentConfig, parseHostPort, type AgentConfig } from '../config/index.js';
+import { loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, errorMessage } from '../errors.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
-import { runBackup, type BackupEntry } from './backup-job.js';
+import { runBackup } from './backup-job.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
 import { Scheduler } from './scheduler.js';
@@ -33,7 +33,7 @@ async function setup(configPath: string): Promise<{ config: AgentConfig; materia
 /** `--once`: every entry (or one) now; 0 only when every one committed. */
 export async function runOnce(configPath: string, opts: { backup?: string; progress: boolean }): Promise<number> {
   const { config, material, log } = await setup(configPath);
-  let entries: readonly BackupEntry[] = config.backups;
+  let entries: readonly BackupConfig[] = config.backups;
   if (opts.backup !== undefined) {
     entries = config.backups.filter((b) => b.name === opts.backup);
     if (entries.length === 0) {

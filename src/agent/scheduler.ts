@@ -1,7 +1,7 @@
 import { CronExpressionParser } from 'cron-parser';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import type { BackupEntry } from './backup-job.js';
+import type { BackupConfig } from '../config/index.js';
 
 /**
  * Runs each backup entry on its cron schedule. Runs are serialised (one backup at a time: they
@@ -16,14 +16,14 @@ export function nextRun(schedule: string, after: Date): Date {
 
 export class Scheduler {
   private timers = new Map<string, NodeJS.Timeout>();
-  private queue: BackupEntry[] = [];
+  private queue: BackupConfig[] = [];
   private running: Promise<void> | null = null;
   private runningName: string | null = null;
   private stopped = false;
 
   constructor(
-    private entries: readonly BackupEntry[],
-    private readonly run: (entry: BackupEntry) => Promise<void>,
+    private entries: readonly BackupConfig[],
+    private readonly run: (entry: BackupConfig) => Promise<void>,
     private readonly log: Logger,
   ) {}
 
@@ -32,7 +32,7 @@ export class Scheduler {
   }
 
   /** Replaces the entries (SIGHUP); a backup already running finishes under the old settings. */
-  reload(entries: readonly BackupEntry[]): void {
+  reload(entries: readonly BackupConfig[]): void {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     this.entries = entries;
@@ -54,7 +54,7 @@ export class Scheduler {
     return this.running !== null;
   }
 
-  private arm(entry: BackupEntry, from = new Date()): void {
+  private arm(entry: BackupConfig, from = new Date()): void {
     if (this.stopped) return;
     const when = nextRun(entry.schedule, from);
     this.log.info({ backup: entry.name, next: when.toISOString() }, 'backup scheduled');
@@ -75,7 +75,7 @@ export class Scheduler {
     wait();
   }
 
-  private enqueue(entry: BackupEntry): void {
+  private enqueue(entry: BackupConfig): void {
     if (this.runningName === entry.name || this.queue.some((q) => q.name === entry.name)) {
       this.log.warn({ backup: entry.name }, 'previous run still in progress; this run is skipped');
       return;

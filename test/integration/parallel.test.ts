@@ -28,7 +28,7 @@ import {
   encodeTrailer,
   type ParallelAck,
 } from '../../protocol/frames.js';
-import { REJOIN_ATTEMPTS } from '../../src/agent/parallel-job.js';
+import { REJOIN_ATTEMPTS } from '../../src/agent/session/data-stream.js';
 import { assertTreesEqual } from '../helpers/compare.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { runAgent, startServer, writeYaml, type AgentResult, type LogLine, type ServerHandle } from '../helpers/proc.js';

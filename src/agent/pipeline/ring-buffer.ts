@@ -1,4 +1,4 @@
-import { NbackupError } from '../errors.js';
+import { NbackupError } from '../../errors.js';
 
 /**
  * A fixed-capacity byte ring addressed by absolute stream offset, between the compressor and the

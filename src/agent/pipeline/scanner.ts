@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { NbackupError, errnoCode, errorMessage } from '../errors.js';
+import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { ExcludeMatcher } from './exclude.js';
 import type { TarEntryType } from './tar-header.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ExcludeMatcher } from '../../src/agent/exclude.js';
+import { ExcludeMatcher } from '../../../src/agent/pipeline/exclude.js';
 
 test('patterns match the relative path or the basename, as the contract says', () => {
   const m = new ExcludeMatcher(['*.log', '.git/**', 'node_modules/**', 'build/out']);

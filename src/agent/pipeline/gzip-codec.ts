@@ -31,8 +31,8 @@ interface NativeAddon {
   bound(length: number): number;
 }
 
-/** Repository (or installed package) root: this file is dist/src/agent/gzip-codec.js. */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** Repository (or installed package) root: this file is dist/src/agent/pipeline/gzip-codec.js. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 export const NATIVE_ADDON_PATH = `${PACKAGE_ROOT}build/Release/nbackup_gzip.node`;
 
 let native: NativeAddon | null | undefined;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RingBuffer } from '../../src/agent/ring-buffer.js';
+import { RingBuffer } from '../../../src/agent/pipeline/ring-buffer.js';
 
 const bytes = (from: number, n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 0xff));
 

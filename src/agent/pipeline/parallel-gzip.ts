@@ -1,4 +1,4 @@
-import { NbackupError } from '../errors.js';
+import { NbackupError } from '../../errors.js';
 import { selectGzipCodec, type GzipCodec } from './gzip-codec.js';
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { AutoScaler, type ScaleDecision } from '../../src/agent/autoscaler.js';
+import { AutoScaler, type ScaleDecision } from '../../../src/agent/session/autoscaler.js';
 
 /** Feeds throughput samples produced by `bpsFor(streams)`; returns every decision. */
 function drive(scaler: AutoScaler, bpsFor: (streams: number) => number, windows: number): ScaleDecision[] {

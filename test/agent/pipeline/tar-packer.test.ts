@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { scanSources, type ScanWarning } from '../../src/agent/scanner.js';
-import { TarPacker } from '../../src/agent/tar-packer.js';
+import { scanSources, type ScanWarning } from '../../../src/agent/pipeline/scanner.js';
+import { TarPacker } from '../../../src/agent/pipeline/tar-packer.js';
 
 const BS = 64 * 1024;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-packer-'));

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { END_OF_ARCHIVE, encodeHeader, paxRecord } from '../../src/agent/tar-header.js';
+import { END_OF_ARCHIVE, encodeHeader, paxRecord } from '../../../src/agent/pipeline/tar-header.js';
 
 test('a ustar header is byte-exact: fields, checksum, magic', () => {
   const h = encodeHeader({ name: 'app/run.sh', type: 'file', mode: 0o100755, uid: 1000, gid: 100, size: 1234, mtime: 1700000000.9 });

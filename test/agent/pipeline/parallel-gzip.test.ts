@@ -6,8 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { test } from 'node:test';
-import { gzipCodecByName, nativeGzipProblem, NATIVE_ADDON_PATH } from '../../src/agent/gzip-codec.js';
-import { ParallelGzip } from '../../src/agent/parallel-gzip.js';
+import { gzipCodecByName, nativeGzipProblem, NATIVE_ADDON_PATH } from '../../../src/agent/pipeline/gzip-codec.js';
+import { ParallelGzip } from '../../../src/agent/pipeline/parallel-gzip.js';
 
 function blocks(n: number, size: number): Buffer[] {
   // Mixed compressible and random blocks, so compression times differ and results come back out of order.

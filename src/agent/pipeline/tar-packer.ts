@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { errnoCode, errorMessage } from '../errors.js';
+import { errnoCode, errorMessage } from '../../errors.js';
 import type { ScanEntry, ScanWarning } from './scanner.js';
 import { BLOCK, END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
 

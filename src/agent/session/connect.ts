@@ -1,6 +1,9 @@
 import tls from 'node:tls';
-import { NbackupError, errnoCode, errorMessage } from '../errors.js';
-import { clientTlsOptions, type TlsMaterial } from '../tls/material.js';
+import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log/logger.js';
+import { clientTlsOptions, type TlsMaterial } from '../../tls/material.js';
+import type { BackupContext, RunStats } from './context.js';
+import { isRetryable, sleep, type RetryBudget } from './retry.js';
 
 /** Opens an mTLS 1.3 connection to the server, failing with a message an operator can act on. */
 export function connectServer(server: { host: string; port: number }, material: TlsMaterial, timeoutMs: number): Promise<tls.TLSSocket> {
@@ -29,4 +32,19 @@ export function connectServer(server: { host: string; port: number }, material: 
     };
     socket.once('error', onError);
   });
+}
+
+/** Connects, retrying with backoff while the failure is a network one and the budget lasts. */
+export async function connectWithRetry(ctx: BackupContext, log: Logger, stats: RunStats, budget: RetryBudget): Promise<tls.TLSSocket> {
+  for (;;) {
+    try {
+      return await connectServer(ctx.config.server, ctx.material, ctx.config.retry.connect_timeout);
+    } catch (err) {
+      const delay = budget.fail();
+      if (!isRetryable(err) || delay === null) throw err;
+      log.warn({ err: errorMessage(err), attempt: budget.failures, delayMs: delay }, 'connection failed; retrying');
+      stats.reconnects++;
+      await sleep(delay, ctx.signal);
+    }
+  }
 }

@@ -1,0 +1,40 @@
+import type { AgentConfig } from '../../config/index.js';
+import type { Logger } from '../../log/logger.js';
+import type { TlsMaterial } from '../../tls/material.js';
+import type { RingBuffer } from '../pipeline/ring-buffer.js';
+import type { ProgressSample } from '../progress.js';
+
+/** What every part of a backup run shares: configuration, certificates, log, progress, abort. */
+export interface BackupContext {
+  config: AgentConfig;
+  material: TlsMaterial;
+  log: Logger;
+  onProgress?: (p: ProgressSample) => void;
+  /** Aborts the run: the per-run time limit, or a stopping daemon. */
+  signal?: AbortSignal;
+}
+
+/** Counters across every connection of one backup run. */
+export interface RunStats {
+  started: number;
+  reconnects: number;
+  /** Body bytes written to sockets, including resends. */
+  bytesSent: number;
+  bytesResent: number;
+  /** Furthest body offset ever sent, to count what a resume sends twice. */
+  highWater: number;
+}
+
+export function newRunStats(): RunStats {
+  return { started: Date.now(), reconnects: 0, bytesSent: 0, bytesResent: 0, highWater: 0 };
+}
+
+/** Largest piece handed to one socket.write: big enough to amortise, small enough to interleave. */
+export const SEND_SLICE = 256 * 1024;
+
+/** How long a read may wait when the peer is rightly silent for the whole backup. */
+export const NO_DEADLINE_MS = 7 * 24 * 3600 * 1000;
+
+export function reportProgress(ctx: BackupContext, stats: RunStats, ring: RingBuffer, done = false): void {
+  ctx.onProgress?.({ sent: stats.bytesSent, acked: ring.tail, produced: ring.head, done, retries: stats.reconnects });
+}

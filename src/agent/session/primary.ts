@@ -1,0 +1,82 @@
+import type tls from 'node:tls';
+import { AckStatus, ResumeStatus, statusName } from '../../../protocol/constants.js';
+import { decodeAck, decodeResumeAck, encodeHandshake, encodeParallelInit, encodeResume, encodeSingleMode } from '../../../protocol/frames.js';
+import type { BackupConfig } from '../../config/index.js';
+import { NbackupError } from '../../errors.js';
+import type { Logger } from '../../log/logger.js';
+import { FrameSocket } from '../../net/frame-socket.js';
+import { connectWithRetry } from './connect.js';
+import type { BackupContext, RunStats } from './context.js';
+import { RestartSession, type RetryBudget } from './retry.js';
+
+/**
+ * The session's first connection, shared by both modes: it opens the session (NBKP handshake, ACK
+ * GO, mode byte) and, when it breaks, is replaced by a new connection that takes the session over
+ * (RSME). In a single-stream session it carries the body; in a parallel one only the trailer.
+ */
+export class PrimaryConnection {
+  private constructor(
+    private conn: { socket: tls.TLSSocket; frames: FrameSocket },
+    readonly sessionId: string,
+    private readonly ctx: BackupContext,
+    private readonly entry: BackupConfig,
+    private readonly log: Logger,
+    private readonly stats: RunStats,
+  ) {}
+
+  get socket(): tls.TLSSocket {
+    return this.conn.socket;
+  }
+
+  get frames(): FrameSocket {
+    return this.conn.frames;
+  }
+
+  /**
+   * Connects (retrying within `budget`), opens a new session and announces its mode: single
+   * stream, or `parallels` streams of `resume.chunk_size` chunks. A refusal is a 'rejected' error.
+   */
+  static async open(ctx: BackupContext, entry: BackupConfig, log: Logger, stats: RunStats, budget: RetryBudget): Promise<PrimaryConnection> {
+    const socket = await connectWithRetry(ctx, log, stats, budget);
+    const frames = new FrameSocket(socket);
+    try {
+      socket.write(encodeHandshake({ agent: ctx.config.agent.name, storage: entry.storage, backup: entry.name }));
+      const ack = await frames.read(decodeAck, ctx.config.retry.connect_timeout, 'handshake answer');
+      if (ack.status !== AckStatus.GO) {
+        const why = `${statusName(AckStatus, ack.status)}${ack.message ? ` (${ack.message})` : ''}`;
+        throw new NbackupError('rejected', `server refused the backup: ${why}`);
+      }
+      socket.write(entry.parallels > 0 ? encodeParallelInit({ maxStreams: entry.parallels, chunkSize: entry.resume.chunk_size }) : encodeSingleMode());
+      return new PrimaryConnection({ socket, frames }, ack.sessionId, ctx, entry, log, stats);
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  }
+
+  /**
+   * Replaces the connection with a new one that takes the session over (RSME). Resolves with the
+   * server's offset; throws RestartSession when the server no longer has the session.
+   */
+  async reattach(budget: RetryBudget): Promise<number> {
+    this.conn.socket.destroy();
+    this.stats.reconnects++;
+    const socket = await connectWithRetry(this.ctx, this.log, this.stats, budget);
+    const frames = new FrameSocket(socket);
+    this.conn = { socket, frames };
+    socket.write(encodeResume({ sessionId: this.sessionId, agent: this.ctx.config.agent.name, storage: this.entry.storage }));
+    const answer = await frames.read(decodeResumeAck, this.ctx.config.retry.connect_timeout, 'resume answer').catch((err: unknown) => {
+      socket.destroy();
+      throw err;
+    });
+    if (answer.status !== ResumeStatus.OK) {
+      socket.destroy();
+      throw new RestartSession(`server no longer has session ${this.sessionId} (${statusName(ResumeStatus, answer.status)})`);
+    }
+    return answer.lastOffset;
+  }
+
+  destroy(): void {
+    this.conn.socket.destroy();
+  }
+}
