@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { runOnce, runDaemon, runHealth } from '../src/agent/cli.js';
-import { errorMessage } from '../src/errors.js';
+import { runDaemon, runHealth, runOnce } from '../src/agent/cli.js';
+import { runCommand, usageError } from '../src/cli/run-command.js';
 
 const program = new Command()
   .name('nbackup-agent')
@@ -13,13 +13,13 @@ const program = new Command()
   .option('--progress', 'with --once: show progress on stderr')
   .version('0.1.0')
   .action(async (opts: { config?: string; once?: boolean; backup?: string; progress?: boolean }) => {
-    const config = opts.config;
-    if (!config) return program.error("error: required option '-c, --config <file>' not specified");
-    if (opts.once) process.exitCode = await runOnce(config, { backup: opts.backup, progress: !!opts.progress });
-    else {
-      if (opts.backup || opts.progress) throw new Error('--backup and --progress are only valid with --once');
-      process.exitCode = await runDaemon(config);
+    if (!opts.config) throw usageError("required option '-c, --config <file>' not specified");
+    if (opts.once) {
+      process.exitCode = await runOnce(opts.config, { backup: opts.backup, progress: !!opts.progress });
+      return;
     }
+    if (opts.backup || opts.progress) throw usageError('--backup and --progress are only valid with --once');
+    process.exitCode = await runDaemon(opts.config);
   });
 
 program
@@ -31,7 +31,4 @@ program
     process.exitCode = await runHealth(address, opts.config);
   });
 
-program.parseAsync().catch((err: unknown) => {
-  process.stderr.write(`nbackup-agent: ${errorMessage(err)}\n`);
-  process.exit(2);
-});
+await runCommand(program);

@@ -155,7 +155,7 @@ export function invalid(frame: string, code: ProtocolErrorCode, what: string): P
   return new ProtocolError(code, `cannot encode ${frame}: ${what}`);
 }
 
-export function uint(frame: string, field: string, v: unknown, max: number, min = 0): number {
+function uint(frame: string, field: string, v: unknown, max: number, min = 0): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
     throw invalid(frame, 'bad-value', `${field} must be an integer in ${min}..${max}, got ${String(v)}`);
   }

@@ -7,7 +7,7 @@
 export const PROTOCOL_VERSION = 0x02;
 
 /** Versions a server built from this code understands; anything else gets REJECT. */
-export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
 
 export function isSupportedVersion(version: number): boolean {
   return SUPPORTED_VERSIONS.includes(version);
@@ -83,23 +83,19 @@ export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
 /** Fixed frame sizes in bytes, magic included where the frame has one. */
 export const TRAILER_SIZE = 44;
 export const SACK_SIZE = 12;
-export const FINAL_ACK_SIZE = 1;
 export const RESUME_ACK_SIZE = 9;
 export const PARALLEL_ACK_SIZE = 9;
 export const PARALLEL_INIT_SIZE = 5;
-export const SINGLE_MODE_SIZE = 1;
 export const CHUNK_HEADER_SIZE = 8;
 export const CHUNK_SACK_SIZE = 17;
-export const HEALTH_PING_SIZE = 4;
 export const HEALTH_PONG_SIZE = 10;
 export const CONTROL_OPEN_SIZE = 8;
 export const CONTROL_PING_SIZE = 12;
 export const CONTROL_PONG_SIZE = 20;
-export const CONTROL_ROTATE_SIZE = 5;
-export const CONTROL_ROTATE_ACK_SIZE = 5;
-export const CONTROL_ADMIT_SIZE = 5;
-export const CONTROL_DEFER_SIZE = 8;
-export const CONTROL_ABORT_SIZE = 8;
+/** CROT, CRAK, CADM: magic · u8. */
+export const CONTROL_U8_FRAME_SIZE = 5;
+/** CDFE, CABT: magic · u32. */
+export const CONTROL_U32_FRAME_SIZE = 8;
 
 /** A status table such as AckStatus. */
 export type StatusTable = Readonly<Record<string, number>>;

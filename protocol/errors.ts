@@ -24,7 +24,3 @@ export class ProtocolError extends Error {
     this.name = 'ProtocolError';
   }
 }
-
-export function isProtocolError(err: unknown, code?: ProtocolErrorCode): err is ProtocolError {
-  return err instanceof ProtocolError && (code === undefined || err.code === code);
-}

@@ -1,11 +1,11 @@
 /** Health check (spec §4) and control-channel (§5) frames. */
 import {
   AbortReason,
-  CONTROL_DEFER_SIZE,
   CONTROL_OPEN_SIZE,
   CONTROL_PING_SIZE,
   CONTROL_PONG_SIZE,
-  CONTROL_ROTATE_SIZE,
+  CONTROL_U32_FRAME_SIZE,
+  CONTROL_U8_FRAME_SIZE,
   HEALTH_PONG_SIZE,
   HealthStatus,
   Magic,
@@ -145,14 +145,14 @@ export function decodeControlPong(buf: Buffer): Decoded<ControlPong> | null {
 
 /** magic · u8 (CROT, CRAK, CADM). */
 function encodeU8Control(magic: Magic, frame: string, field: string, v: unknown): Buffer {
-  const b = withMagic(CONTROL_ROTATE_SIZE, magic);
+  const b = withMagic(CONTROL_U8_FRAME_SIZE, magic);
   b[4] = u8(frame, field, v);
   return b;
 }
 
 /** magic · u32 (CDFE, CABT); `v` already validated. */
 function encodeU32Control(magic: Magic, v: number): Buffer {
-  const b = withMagic(CONTROL_DEFER_SIZE, magic);
+  const b = withMagic(CONTROL_U32_FRAME_SIZE, magic);
   b.writeUInt32BE(v, 4);
   return b;
 }

@@ -6,4 +6,4 @@ export * from './constants.js';
 export * from './errors.js';
 export * from './frames.js';
 export * from './reader.js';
-export { MAX_NAME_BYTES, nameProblem, isValidName } from './names.js';
+export { nameProblem } from './names.js';

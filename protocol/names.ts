@@ -2,7 +2,7 @@
  * Agent, storage and backup names become path components on the server, so the rules here are the
  * only thing between a client and the rest of the disk. Returns why a name is refused, or null.
  */
-export const MAX_NAME_BYTES = 255;
+const MAX_NAME_BYTES = 255;
 
 export function nameProblem(name: string): string | null {
   if (name.length === 0) return 'is empty';
@@ -16,8 +16,4 @@ export function nameProblem(name: string): string | null {
   // eslint-disable-next-line no-control-regex
   if (/[\x00-\x1f\x7f]/.test(name)) return 'may not contain control characters';
   return null;
-}
-
-export function isValidName(name: string): boolean {
-  return nameProblem(name) === null;
 }

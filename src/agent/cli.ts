@@ -1,14 +1,15 @@
 import { loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
-import { NbackupError, errorMessage } from '../errors.js';
-import { createLogger, type Logger } from '../log/logger.js';
+import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
+import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
+import { createLogger, flushLogs, type Logger } from '../log/logger.js';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
 import { runBackup } from './backup-job.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
+import { runLimit } from './run-limit.js';
 import { Scheduler } from './scheduler.js';
 
 /** What the nbackup-agent command does; cmd/ only parses arguments and calls these. */
-const DAY_MS = 24 * 3600 * 1000;
 
 function stderrLine(line: string): void {
   process.stderr.write(`nbackup-agent: ${line}\n`);
@@ -27,53 +28,53 @@ async function setup(configPath: string): Promise<{ config: AgentConfig; materia
       `agent.name "${config.agent.name}" does not match the CN "${material.commonName}" of ${config.tls.client_cert}; the server would refuse it`,
     );
   }
-  return { config, material, log: createLogger(config.logging, 'nbackup-agent') };
+  return { config, material, log: createLogger(config.logging, 'nbackup-agent', configPath) };
 }
 
-/** `--once`: every entry (or one) now; 0 only when every one committed. */
+/** Runs one entry under its run limit. */
+async function runEntry(entry: BackupConfig, config: AgentConfig, material: TlsMaterial, log: Logger, progress?: ProgressReporter) {
+  const limit = runLimit(entry.name);
+  try {
+    return await runBackup(entry, { config, material, log, onProgress: progress ? (p) => progress.update(p) : undefined, signal: limit.signal });
+  } finally {
+    limit.clear();
+  }
+}
+
+/** `--once`: every entry (or one) now; 0 only when every one committed, else one stderr line per failure. */
 export async function runOnce(configPath: string, opts: { backup?: string; progress: boolean }): Promise<number> {
   const { config, material, log } = await setup(configPath);
   let entries: readonly BackupConfig[] = config.backups;
   if (opts.backup !== undefined) {
     entries = config.backups.filter((b) => b.name === opts.backup);
     if (entries.length === 0) {
-      stderrLine(`no backup entry named "${opts.backup}" in ${configPath} (entries: ${config.backups.map((b) => b.name).join(', ')})`);
-      return 2;
+      const names = config.backups.map((b) => b.name).join(', ');
+      throw new NbackupError('usage', `no backup entry named "${opts.backup}" in ${configPath} (entries: ${names})`);
     }
   }
   let failed = 0;
   for (const entry of entries) {
-    const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : null;
+    const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : undefined;
     try {
-      const outcome = await runBackup(entry, {
-        config,
-        material,
-        log,
-        onProgress: progress ? (p) => progress.update(p) : undefined,
-        signal: AbortSignal.timeout(DAY_MS),
-      });
+      const outcome = await runEntry(entry, config, material, log, progress);
       progress?.finish(`committed ${outcome.bytes} bytes`);
     } catch (err) {
+      const e = asNbackupError(err);
       progress?.finish('failed');
       failed++;
-      stderrLine(`backup "${entry.name}" failed: ${errorMessage(err)}`);
-      log.error({ backup: entry.name, err: errorMessage(err) }, 'backup failed');
+      stderrLine(`backup "${entry.name}" failed: ${e.message}`);
+      log.error({ backup: entry.name, kind: e.kind, err: e.message }, 'backup failed');
     }
   }
   await flushLogs(log);
-  return failed === 0 ? 0 : 1;
+  return failed === 0 ? 0 : EXIT_BACKUP_FAILED;
 }
 
 /** Daemon: cron schedules, SIGHUP reloads the config, SIGTERM/SIGINT wait for a running backup. */
 export async function runDaemon(configPath: string): Promise<number> {
   let { config, material, log } = await setup(configPath);
-  const scheduler = new Scheduler(
-    config.backups,
-    async (entry) => {
-      await runBackup(entry, { config, material, log, signal: AbortSignal.timeout(DAY_MS) });
-    },
-    log,
-  );
+  const scheduler = new Scheduler(config.backups, (entry) => runEntry(entry, config, material, log).then(() => undefined), log);
+  warnUnimplemented(config, log);
   scheduler.start();
   log.info({ backups: config.backups.map((b) => b.name), server: config.server.address }, 'daemon started');
   return new Promise<number>((resolve) => {
@@ -97,6 +98,7 @@ export async function runDaemon(configPath: string): Promise<number> {
           config = next;
           material = nextMaterial;
           scheduler.reload(next.backups);
+          warnUnimplemented(next, log);
           log.info({ backups: next.backups.map((b) => b.name) }, 'configuration reloaded');
         })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
@@ -104,15 +106,22 @@ export async function runDaemon(configPath: string): Promise<number> {
   });
 }
 
+/** Keys the configuration accepts but this version does not act on: said at start-up, never silently. */
+function warnUnimplemented(config: AgentConfig, log: Logger): void {
+  if (config.daemon.control_channel.enabled) {
+    log.warn(
+      { key: 'daemon.control_channel.enabled' },
+      'the control channel is not implemented in this version; the daemon runs without one (set daemon.control_channel.enabled: false to silence this)',
+    );
+  }
+}
+
+/** `health HOST:PORT`: 0 when the server is READY. */
 export async function runHealth(address: string, configPath: string): Promise<number> {
   const config = await loadAgentConfig(configPath);
   const target = parseHostPort(address, 1);
-  if (!target) throw new NbackupError('config', `"${address}" is not host:port`);
+  if (!target) throw new NbackupError('usage', `"${address}" is not host:port`);
   const pong = await checkHealth(target, loadMaterial(config), config.retry.connect_timeout);
   process.stdout.write(`${describeHealth(pong)}\n`);
-  return pong.status === 0 ? 0 : 1;
-}
-
-function flushLogs(log: Logger): Promise<void> {
-  return new Promise((resolve) => log.flush(() => resolve()));
+  return pong.status === 0 ? 0 : EXIT_BACKUP_FAILED;
 }

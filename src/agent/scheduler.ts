@@ -10,7 +10,7 @@ import type { BackupConfig } from '../config/index.js';
  */
 const MAX_TIMER = 2 ** 31 - 1;
 
-export function nextRun(schedule: string, after: Date): Date {
+function nextRun(schedule: string, after: Date): Date {
   return CronExpressionParser.parse(schedule, { currentDate: after }).next().toDate();
 }
 

@@ -10,7 +10,7 @@ import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, no
 import { formatBytes, formatDuration, GB, MB } from './units.js';
 
 export const RESUME_BUFFER_MIN = MB;
-export const RESUME_BUFFER_MAX = GB;
+const RESUME_BUFFER_MAX = GB;
 
 const bufferSize = () => size(RESUME_BUFFER_MIN, RESUME_BUFFER_MAX);
 const chunkSize = () => size(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
@@ -141,7 +141,3 @@ export const AgentConfigSchema = agentConfigSchema();
 export type AgentConfig = z.output<typeof AgentConfigSchema>;
 export type BackupConfig = AgentConfig['backups'][number];
 export type RetryConfig = AgentConfig['retry'];
-export type ResumeConfig = AgentConfig['resume'];
-export type CompressionConfig = AgentConfig['compression'];
-export type AgentTlsConfig = AgentConfig['tls'];
-export type ControlChannelConfig = AgentConfig['daemon']['control_channel'];

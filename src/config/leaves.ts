@@ -32,7 +32,7 @@ export function wrong(expected: string, v: unknown, hint = ''): string {
 }
 
 /** Returned by a leaf check to refuse a value with a message. */
-export class Invalid {
+class Invalid {
   constructor(readonly message: string) {}
 }
 
@@ -40,7 +40,7 @@ export class Invalid {
  * A leaf: any YAML value in, T out. A missing key is reported as missing (unless the leaf is
  * wrapped in .default()/.optional(), which never call it with undefined).
  */
-export function leaf<T>(expected: string, check: (v: unknown) => T | Invalid) {
+function leaf<T>(expected: string, check: (v: unknown) => T | Invalid) {
   return z.unknown().transform((v, ctx): T => {
     if (v === undefined) {
       ctx.addIssue({ code: 'custom', message: missing(expected), input: v });
@@ -58,7 +58,7 @@ export function leaf<T>(expected: string, check: (v: unknown) => T | Invalid) {
 // ---------------------------------------------------------------------------------------------
 // Leaves
 
-export function str(expected = 'a string') {
+function str(expected = 'a string') {
   return leaf(expected, (v) => {
     if (typeof v !== 'string') return new Invalid(wrong(expected, v, typeof v === 'number' ? ' (quote it)' : ''));
     return v;
@@ -97,7 +97,7 @@ export function int(min: number, max?: number) {
   });
 }
 
-export function oneOf<const T extends readonly string[]>(values: T) {
+function oneOf<const T extends readonly string[]>(values: T) {
   const expected = `one of ${values.join(', ')}`;
   return leaf(expected, (v): T[number] | Invalid =>
     typeof v === 'string' && (values as readonly string[]).includes(v) ? (v as T[number]) : new Invalid(wrong(expected, v)),
@@ -160,7 +160,7 @@ export function pathLeaf(baseDir: string | undefined, expected = 'a path') {
 }
 
 /** logging.file: "" means stdout/stderr, anything else is a path. */
-export function optionalPathLeaf(baseDir: string | undefined) {
+function optionalPathLeaf(baseDir: string | undefined) {
   const expected = 'a path, or "" for standard output';
   return leaf(expected, (v) => {
     if (typeof v !== 'string') return new Invalid(wrong(expected, v));
@@ -243,8 +243,8 @@ export function list<T extends z.ZodType>(item: T, expected: string, min = 0) {
 // ---------------------------------------------------------------------------------------------
 // Pieces shared by both files
 
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
-export const LOG_FORMATS = ['json', 'text'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const LOG_FORMATS = ['json', 'text'] as const;
 
 export function loggingSection(baseDir: string | undefined) {
   return section({

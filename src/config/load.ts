@@ -49,7 +49,7 @@ function formatProblem(file: string, p: ConfigProblem): string {
 }
 
 /** `['backups', 1, 'resume', 'chunk_size']` → `backups[1].resume.chunk_size`. */
-export function formatKeyPath(keyPath: readonly PropertyKey[]): string {
+function formatKeyPath(keyPath: readonly PropertyKey[]): string {
   let out = '';
   for (const seg of keyPath) {
     if (typeof seg === 'number') {

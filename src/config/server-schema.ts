@@ -77,5 +77,4 @@ export function serverConfigSchema(baseDir?: string) {
 export const ServerConfigSchema = serverConfigSchema();
 export type ServerConfig = z.output<typeof ServerConfigSchema>;
 export type StorageConfig = ServerConfig['storages'][string];
-export type ServerTlsConfig = ServerConfig['tls'];
 export type LoggingConfig = ServerConfig['logging'];

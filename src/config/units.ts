@@ -3,10 +3,10 @@
  * durations must carry a unit, because a bare "30" could mean seconds or milliseconds.
  */
 
-export const KB = 1024;
+const KB = 1024;
 export const MB = 1024 * KB;
 export const GB = 1024 * MB;
-export const TB = 1024 * GB;
+const TB = 1024 * GB;
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1,

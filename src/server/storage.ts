@@ -18,7 +18,7 @@ export interface TempFile {
   fd: number;
 }
 
-export const TEMP_SUFFIX = '.tmp';
+const TEMP_SUFFIX = '.tmp';
 const BACKUP_NAME = /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/;
 
 /** Where a parallel session spills out-of-order chunks: beside its temporary file, also swept as `.tmp`. */
@@ -27,7 +27,7 @@ export function stagingPathOf(temp: TempFile): string {
 }
 
 /** `2026-02-11T02-00-00-000`: UTC, sortable as text, no ':' so it is safe on every filesystem. */
-export function backupTimestamp(date: Date): string {
+function backupTimestamp(date: Date): string {
   return date.toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '');
 }
 
@@ -158,7 +158,7 @@ async function readdirOrEmpty(dir: string): Promise<string[]> {
   }
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
+async function fsyncDir(dir: string): Promise<void> {
   const fh = await fs.promises.open(dir, 'r');
   try {
     await fh.sync();

@@ -33,7 +33,7 @@ function parseCert(pem: Buffer, file: string, what: string): crypto.X509Certific
 }
 
 /** The CN of an X509Certificate `subject` ("C=..\nCN=web\+db\,1"), with RFC 4514 escapes undone. */
-export function commonNameOf(subject: string): string {
+function commonNameOf(subject: string): string {
   const m = /^CN=(.*)$/m.exec(subject);
   return m ? m[1].replace(/\\(.)/g, '$1') : '';
 }

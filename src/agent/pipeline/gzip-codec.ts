@@ -39,7 +39,7 @@ let native: NativeAddon | null | undefined;
 let nativeProblem = '';
 
 /** The native addon, or null (with `nativeGzipProblem()` saying why). */
-export function loadNativeGzip(): NativeAddon | null {
+function loadNativeGzip(): NativeAddon | null {
   if (native !== undefined) return native;
   if (!existsSync(NATIVE_ADDON_PATH)) {
     nativeProblem = `${NATIVE_ADDON_PATH} was not built (npm install runs node-gyp; it needs python3, make and a C compiler)`;

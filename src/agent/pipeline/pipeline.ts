@@ -10,7 +10,7 @@ import { TarPacker, type PackStats } from './tar-packer.js';
  * scanner → tar → parallel gzip → SHA-256, delivering compressed bytes in order to `deliver`
  * (the ring buffer), whose promise is the backpressure for everything upstream.
  */
-export const BLOCK_SIZE = 1024 * 1024;
+const BLOCK_SIZE = 1024 * 1024;
 
 export interface PipelineOptions {
   sources: readonly string[];

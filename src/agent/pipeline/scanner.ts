@@ -30,7 +30,7 @@ export interface ScanOptions {
   onWarning: (w: ScanWarning) => void;
 }
 
-export function memberName(absPath: string): string {
+function memberName(absPath: string): string {
   return absPath.replace(/^\/+/, '');
 }
 

@@ -205,4 +205,3 @@ function minor(dev: number): number {
   return Number((BigInt(dev) & 0xffn) | ((BigInt(dev) >> 12n) & ~0xffn));
 }
 
-export { BLOCK };
