@@ -4,7 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AgentConfig, ServerConfig } from '../../src/config/index.js';
+import { fileURLToPath } from 'node:url';
+import { loadAgentConfig, loadServerConfig, type AgentConfig, type ServerConfig } from '../../src/config/index.js';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 function assertType<T extends true>(): T | undefined {
@@ -52,7 +53,56 @@ interface ExpectedServer {
 type Flat<T> = T extends (infer U)[] ? Flat<U>[] : T extends object ? { [K in keyof T]: Flat<T[K]> } : T;
 
 test('output types have the documented shape', () => {
+  // Compile-time: this file does not build if the schemas' output types drift from the shapes above.
   assertType<Equal<Flat<AgentConfig>, Flat<ExpectedAgent>>>();
   assertType<Equal<Flat<ServerConfig>, Flat<ExpectedServer>>>();
-  assert.ok(true);
+});
+
+/** The key tree of a value: objects by their sorted keys, arrays by their first element. */
+function keyTree(v: unknown): unknown {
+  if (Array.isArray(v)) return v.length > 0 ? [keyTree(v[0])] : [];
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(Object.keys(v).sort().map((k) => [k, keyTree((v as Record<string, unknown>)[k])]));
+  }
+  return typeof v;
+}
+
+const CONFIGS = fileURLToPath(new URL('../../../configs/', import.meta.url));
+
+test('at run time the parsed example configs carry exactly the keys and value types of those shapes', async () => {
+  const logging: ExpectedLogging = { level: 'info', format: 'json', file: '' };
+  const retry = { max_attempts: 1, initial_delay: 1, max_delay: 1, read_timeout: 1, connect_timeout: 1 };
+  const agentShape: ExpectedAgent = {
+    agent: { name: '' },
+    server: { address: '', host: '', port: 1 },
+    tls: { ca_cert: '', client_cert: '', client_key: '' },
+    backups: [
+      {
+        name: '',
+        storage: '',
+        schedule: '',
+        parallels: 0,
+        auto_scaler: { enabled: true },
+        sources: [{ path: '' }],
+        exclude: [''],
+        resume: { buffer_size: 1, chunk_size: 1 },
+        compression: { level: 1 },
+      },
+    ],
+    retry,
+    resume: { buffer_size: 1, chunk_size: 1 },
+    compression: { level: 1 },
+    logging,
+    daemon: { control_channel: { enabled: true, keepalive_interval: 1, reconnect_delay: 1, max_reconnect_delay: 1 } },
+  };
+  const serverShape: ExpectedServer = {
+    server: { listen: '', host: '', port: 1, handshake_timeout: 1, session_ttl: 1, idle_timeout: 1 },
+    tls: { ca_cert: '', server_cert: '', server_key: '' },
+    storages: { scripts: { base_dir: '', max_backups: 1, min_free: 1, assembler_pending_mem_limit: 1 } },
+    logging,
+  };
+  const agent = await loadAgentConfig(`${CONFIGS}agent.example.yaml`);
+  const server = await loadServerConfig(`${CONFIGS}server.example.yaml`);
+  assert.deepEqual(keyTree(agent), keyTree(agentShape));
+  assert.deepEqual(keyTree({ ...server, storages: { scripts: server.storages.scripts } }), keyTree(serverShape));
 });

@@ -72,10 +72,22 @@ test('SACK-able offsets are reported only after the bytes are written', async ()
   const file = path.join(dir, 'sack');
   const fd = fs.openSync(file, 'w');
   const seen: number[] = [];
-  const r = new BodyReceiver(fd, { onWritten: (w) => seen.push(w) });
-  r.push(crypto.randomBytes(3 * 1024 * 1024));
+  const early: string[] = [];
+  // At each report the file must already hold that many bytes: a SACK promises they are on disk.
+  const r = new BodyReceiver(fd, {
+    onWritten: (w) => {
+      seen.push(w);
+      const size = fs.fstatSync(fd).size;
+      if (size < w) early.push(`reported ${w} with ${size} bytes in the file`);
+    },
+  });
+  for (let i = 0; i < 12; i++) {
+    r.push(crypto.randomBytes(256 * 1024));
+    if (r.congested) await r.drained();
+  }
   await r.flushed();
   fs.closeSync(fd);
+  assert.deepEqual(early, []);
   assert.ok(seen.length > 0);
   assert.equal(seen[seen.length - 1], 3 * 1024 * 1024);
   assert.equal(fs.statSync(file).size, 3 * 1024 * 1024);
