@@ -74,10 +74,9 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
 export async function runDaemon(configPath: string): Promise<number> {
   let { config, material, log } = await setup(configPath);
   const scheduler = new Scheduler(config.backups, (entry) => runEntry(entry, config, material, log).then(() => undefined), log);
-  warnUnimplemented(config, log);
-  scheduler.start();
-  log.info({ backups: config.backups.map((b) => b.name), server: config.server.address }, 'daemon started');
-  return new Promise<number>((resolve) => {
+  // Signals are handled before the daemon says it has started: a SIGTERM right after that line
+  // must stop it cleanly, not kill it.
+  const stopped = new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) {
@@ -104,6 +103,10 @@ export async function runDaemon(configPath: string): Promise<number> {
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
     });
   });
+  warnUnimplemented(config, log);
+  scheduler.start();
+  log.info({ backups: config.backups.map((b) => b.name), server: config.server.address }, 'daemon started');
+  return stopped;
 }
 
 /** Keys the configuration accepts but this version does not act on: said at start-up, never silently. */

@@ -10,7 +10,7 @@ export async function runServer(configPath: string): Promise<void> {
   const server = new BackupServer(config, log);
   // Sessions are independent: a bug that escapes one must not take every other session down.
   process.on('unhandledRejection', (err) => log.error({ err: errorMessage(err) }, 'internal error (unhandled rejection); serving on'));
-  await server.start();
+  // Signals are handled before the server says it listens: a SIGTERM right after must stop it cleanly.
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -23,4 +23,5 @@ export async function runServer(configPath: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  await server.start();
 }
