@@ -8,7 +8,7 @@ import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freePort, run, sleep, track } from './util.js';
 
-export interface SshTools {
+interface SshTools {
   sshd: string;
   ssh: string;
   sshKeygen: string;

@@ -1,11 +1,22 @@
 /**
- * Small helpers for the benchmark: command lookup, shell quoting, running commands, peak-RSS polling,
- * free ports, medians and number formatting.
+ * Small helpers for the benchmark: progress log, the fatal error, command lookup, shell quoting,
+ * running commands, peak-RSS polling, free ports, medians and number formatting.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
+
+/** Bound on any one step (du, warm-up, a reference or nbackup run, gzip -t). */
+export const STEP_TIMEOUT_MS = 3 * 3600 * 1000;
+
+/** An error that ends the benchmark with its message only (no stack). */
+export class Fatal extends Error {}
+
+/** A progress line on stderr (stdout carries the summary). */
+export function log(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`);
+}
 
 /** Absolute path of `name` if it is an executable on PATH (or an absolute path that is executable). */
 export function findExecutable(name: string, extraDirs: string[] = []): string | null {
@@ -28,7 +39,7 @@ export function shq(s: string): string {
   return /^[A-Za-z0-9_\-./=:@%+,]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-export interface CmdResult {
+interface CmdResult {
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
@@ -103,8 +114,18 @@ export function run(
   });
 }
 
+/** The first line of `cmd args` output (e.g. a --version), or null if it cannot be run. */
+export async function toolVersion(cmd: string, args: string[]): Promise<string | null> {
+  try {
+    const r = await run(cmd, args, { timeoutMs: 10_000 });
+    return (r.stdout + r.stderr).trim().split('\n')[0] || null;
+  } catch {
+    return null;
+  }
+}
+
 /** VmHWM (peak resident set size) of a process in bytes, or null when it cannot be read (gone / zombie). */
-export function readPeakRss(pid: number): number | null {
+function readPeakRss(pid: number): number | null {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -169,7 +190,7 @@ export function median(values: (number | null | undefined)[]): number | null {
   return v.length % 2 === 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
-export const MIB = 1024 * 1024;
+const MIB = 1024 * 1024;
 
 export function fmtMiB(bytes: number | null): string {
   return bytes === null ? '-' : `${(bytes / MIB).toFixed(1)} MiB`;

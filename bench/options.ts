@@ -1,0 +1,67 @@
+/** The benchmark's command line: `npm run bench -- [--dir PATH]... [--runs N] [--parallels L] [--keep]`. */
+import { resolve } from 'node:path';
+
+const DEFAULT_DIRS = ['/usr/share', '/usr/lib/x86_64-linux-gnu'];
+
+export interface Options {
+  dirs: string[];
+  runs: number;
+  parallels: number[];
+  keep: boolean;
+}
+
+export class UsageError extends Error {}
+
+export const USAGE = `usage: npm run bench -- [--dir PATH]... [--runs N] [--parallels N] [--keep]
+  --dir PATH      folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
+  --runs N        repetitions, medians reported when N > 1 (default 1)
+  --parallels L   comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
+  --keep          keep the temporary folder`;
+
+/** Parses the arguments (after `node bench.js`); throws UsageError. `--help` prints USAGE and exits 0. */
+export function parseOptions(argv: string[]): Options {
+  const dirs: string[] = [];
+  let runs = 1;
+  let parallels = [0];
+  let keep = false;
+  const intArg = (name: string, v: string | undefined, min: number, max: number): number => {
+    const n = v === undefined ? NaN : Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} expects an integer between ${min} and ${max}, got ${v ?? 'nothing'}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i];
+    let inline: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      inline = a.slice(eq + 1);
+      a = a.slice(0, eq);
+    }
+    const value = () => inline ?? argv[++i];
+    switch (a) {
+      case '--dir': {
+        const v = value();
+        if (!v) throw new UsageError('--dir expects a path');
+        dirs.push(resolve(v));
+        break;
+      }
+      case '--runs':
+        runs = intArg('--runs', value(), 1, 1000);
+        break;
+      case '--parallels':
+        parallels = (value() ?? '').split(',').map((v) => intArg('--parallels', v, 0, 255));
+        break;
+      case '--keep':
+        keep = true;
+        break;
+      case '-h':
+      case '--help':
+        process.stdout.write(USAGE + '\n');
+        process.exit(0);
+      // eslint-disable-next-line no-fallthrough
+      default:
+        throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}`);
+    }
+  }
+  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, runs, parallels, keep };
+}
