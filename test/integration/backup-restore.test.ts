@@ -249,8 +249,9 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     await writeAgentConfig(cfg, pki, 'agent-a', server!.port, [{ name: 'killed', storage: 'other', sources: [killSrc] }]);
     const from = server!.logs().length;
     const victim = spawnLogged(process.execPath, [AGENT_BIN, '--config', cfg, '--once']);
+    let session: unknown;
     try {
-      await server!.waitForLog((l) => l.msg === 'session started' && l.backup === 'killed', 15_000);
+      ({ session } = await server!.waitForLog((l) => l.msg === 'session started' && l.backup === 'killed', 15_000));
       victim.proc.kill('SIGKILL');
       await victim.waitForExit(5000);
     } finally {
@@ -259,7 +260,12 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     const committedEarly = server!.logs().slice(from).some((l) => l.msg === 'session committed' && l.backup === 'killed');
     assert.ok(!committedEarly, 'precondition: the agent must be killed before its backup commits');
     assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'killed')), []);
-    await new Promise((r) => setTimeout(r, 1000)); // the server has long seen the connection close
+    // The server has seen the connection close: the session is detached (or, if the agent died
+    // before its mode byte, already discarded).
+    await server!.waitForLog(
+      (l) => (l.msg === 'connection lost; session kept for resume' || l.msg === 'session discarded') && l.session === session,
+      10_000,
+    );
 
     const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
     assert.equal(r.code, 0, `the rerun must be able to back up\n${showRun(r)}`);

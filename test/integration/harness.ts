@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, statSync, writeFileSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertTreesEqual } from '../helpers/compare.js';
 import { makePki, type Pki } from '../helpers/pki.js';
@@ -15,6 +15,7 @@ import { startServer, writeYaml, type AgentResult, type LogLine, type ServerHand
 import { gnuTarExtract, gzipTest } from '../helpers/tar.js';
 import type { TempDirs } from '../helpers/tmp.js';
 import { makeTree, randomBytesSeeded, type TreeInfo } from '../helpers/tree.js';
+import { waitUntilAsync } from '../helpers/wait.js';
 import { HOST } from './raw-client.js';
 
 // ─── workspace, PKI, source ────────────────────────────────────────────────────────────────
@@ -192,6 +193,24 @@ export async function listFilesRecursive(dir: string): Promise<string[]> {
 /** Temporary files (`*.tmp`, staging files included) under `dir`, as relative paths. */
 export async function tmpFiles(dir: string): Promise<string[]> {
   return (await listFilesRecursive(dir)).filter((f) => f.endsWith('.tmp'));
+}
+
+/**
+ * Resolves once the temporary file of session `sessionId` in `dir` (the backup's folder) holds at
+ * least `bytes` bytes, i.e. the server has received and written them; rejects after timeoutMs.
+ */
+export async function waitForTempBytes(dir: string, sessionId: string, bytes: number, timeoutMs = 5000): Promise<void> {
+  let size = 0;
+  await waitUntilAsync(
+    async () => {
+      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId));
+      size = name ? await stat(join(dir, name)).then((st) => st.size, () => 0) : 0;
+      return size >= bytes;
+    },
+    timeoutMs,
+    `${bytes} bytes in the temporary file of session ${sessionId}`,
+    async () => `it holds ${size}; files in ${dir}: ${JSON.stringify(await listFilesRecursive(dir))}`,
+  );
 }
 
 /** Committed backups (`<timestamp>.tar.gz`) in a directory, sorted by name (= by time). */

@@ -12,12 +12,12 @@ import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { HealthStatus } from '../../protocol/constants.js';
-import type { Ack } from '../../protocol/frames.js';
+import type { Ack, HealthPong } from '../../protocol/frames.js';
 import type { Pki } from '../helpers/pki.js';
 import { runAgent, startServer, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { randomBytesSeeded } from '../helpers/tree.js';
-import { sleep } from '../helpers/wait.js';
+import { pollUntil } from '../helpers/wait.js';
 import { committedBackups, makeWorkspace, serverTail, showRun, writeAgentConfig, writeServerConfig } from './harness.js';
 import {
   rawAgent,
@@ -107,14 +107,20 @@ export class SecurityBench {
     const server = this.server!;
     assert.equal(server.proc.exitCode, null, `server exited\n${server.output().slice(-30).join('\n')}`);
     assert.equal(server.proc.signalCode, null, 'server was killed');
-    // READY once the previous case's connections are gone (BUSY while a session is still active).
-    let pong = await rawHealth(server.port, this.pki);
-    for (let i = 0; i < 30 && pong.status === HealthStatus.BUSY; i++) {
-      await sleep(100);
-      pong = await rawHealth(server.port, this.pki);
-    }
-    assert.equal(pong.status, HealthStatus.READY, `health status ${pong.status} (1 = BUSY: a session is still open)\n${serverTail(server, 15)}`);
-    assert.ok(pong.freeBytes > 0);
+    // READY once the previous case's connections are gone (BUSY while a session is still active):
+    // the health answer is the state awaited, asked every 100 ms.
+    let pong: HealthPong | undefined;
+    await pollUntil(
+      async () => {
+        pong = await rawHealth(server.port, this.pki);
+        return pong.status !== HealthStatus.BUSY;
+      },
+      5000,
+      100,
+    );
+    const last = pong as HealthPong; // pollUntil ran the check at least once
+    assert.equal(last.status, HealthStatus.READY, `health status ${last.status} (1 = BUSY: a session is still open)\n${serverTail(server, 15)}`);
+    assert.ok(last.freeBytes > 0);
     assert.ok(!server.logs().some((l) => typeof l.level === 'number' && l.level >= 60), 'server logged a fatal error');
   };
 

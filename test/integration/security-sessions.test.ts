@@ -15,8 +15,8 @@ import { encodeSingleMode } from '../../protocol/frames.js';
 import type { Pki } from '../helpers/pki.js';
 import { runAgent, startServer, type ServerHandle } from '../helpers/proc.js';
 import { compressibleText } from '../helpers/tree.js';
-import { pollUntil, sleep } from '../helpers/wait.js';
-import { committedBackups, listFilesRecursive, showRun, tmpFiles, writeAgentConfig, writeServerConfig } from './harness.js';
+import { pollUntil } from '../helpers/wait.js';
+import { committedBackups, listFilesRecursive, showRun, tmpFiles, waitForTempBytes, writeAgentConfig, writeServerConfig } from './harness.js';
 import { rawHealth, trailerFor } from './raw-client.js';
 import { AGENT_TIMEOUT_MS, SecurityBench } from './security-bench.js';
 
@@ -66,7 +66,8 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     assert.equal(ack.status, AckStatus.GO, ack.message);
     first.write(encodeSingleMode());
     first.write(body.subarray(0, 1000));
-    await sleep(100);
+    // The server has taken the mode byte and written those bytes: the first session is mid-body.
+    await waitForTempBytes(join(base, 'agent-a', 'app'), ack.sessionId, 1000);
 
     const busy = await expectRefused({ backup: 'app' }, AckStatus.BUSY);
     assert.ok(busy.message.length > 0);
@@ -206,10 +207,12 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     assert.equal(ack.status, AckStatus.GO, ack.message);
     c.write(encodeSingleMode());
     c.write(gzData.subarray(0, 5000));
-    await sleep(300);
+    // Mid-body: the server has written what was sent.
+    await waitForTempBytes(join(rBase, 'agent-a', 'start-over'), ack.sessionId, 5000);
     c.reset(); // the link dies (RST), as when a resume is impossible and the agent starts over
     await c.waitClosed(5000);
-    await sleep(300);
+    // The server has seen the break: the session now waits, detached, for a resume.
+    await restartServer!.waitForLog((l) => l.msg === 'connection lost; session kept for resume' && l.session === ack.sessionId, 5000);
     // Spec §2: when resuming is impossible the agent "must start a fresh session".
     const again = await handshake({ backup: 'start-over' }, 'agent-a', port);
     assert.equal(again.ack.status, AckStatus.GO, `a fresh session after a broken one got status ${again.ack.status} (${again.ack.message})`);
