@@ -202,13 +202,14 @@ export async function rawHandshake(c: RawClient, hs: HandshakeSpec): Promise<Ack
 /** The complete server data messages (SACKs, Final ACK) in `buf`, without consuming anything. */
 export function parseServerMessages(buf: Buffer): ServerDataMessage[] {
   const out: ServerDataMessage[] = [];
-  let at = 0;
-  for (;;) {
+  // Bounded by the buffer: every message decoded consumes bytes.
+  for (let at = 0; at < buf.length; ) {
     const d = decodeServerDataMessage(buf.subarray(at));
-    if (!d) return out;
+    if (!d) break;
     out.push(d.value);
     at += d.size;
   }
+  return out;
 }
 
 export interface ReadFinalOptions {

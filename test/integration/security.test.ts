@@ -51,7 +51,9 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     // at least 1 MiB is stored (spec: a SACK at least every 1 MiB received).
     const sacks: number[] = [];
     const waitSack = async (min: number): Promise<void> => {
-      while (sacks.length === 0 || sacks[sacks.length - 1] < min) {
+      // Bounded in count too: a server that kept sending SACKs below `min` must not loop forever.
+      for (let n = 0; sacks.length === 0 || sacks[sacks.length - 1] < min; n++) {
+        if (n >= 1000) throw new Error(`no SACK of at least ${min} in ${n} messages: ${JSON.stringify(sacks.slice(-10))}`);
         const m = await c.read(decodeServerDataMessage, 5000, `a SACK of at least ${min}`);
         assert.equal(m.type, 'sack', `expected a SACK, got ${JSON.stringify(m)}`);
         if (m.type === 'sack') sacks.push(m.offset);
