@@ -19,20 +19,10 @@ import { runAgent, spawnLogged, startServer, writeYaml } from '../helpers/proc.j
 import { gnuTarCreate, gnuTarExtract, gnuTarList, gzipTest } from '../helpers/tar.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { makeTree, OLD_TIMES, randomBytesSeeded, type TreeInfo } from '../helpers/tree.js';
+import { sleep, withTimeout } from '../helpers/wait.js';
 
 const tmp = new TempDirs();
 after(() => tmp.cleanup());
-
-/** Rejects if `p` does not settle within ms. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
 describe('makePki', { timeout: 30_000 }, () => {
@@ -107,7 +97,7 @@ describe('makePki', { timeout: 30_000 }, () => {
     const port = (server.address() as net.AddressInfo).port;
     const connect = async (pair: { cert: string; key: string }) => {
       const [c, k] = await Promise.all([readFile(pair.cert), readFile(pair.key)]);
-      return within(
+      return withTimeout(
         new Promise<string>((resolve, reject) => {
           const s = tls.connect({ host: '127.0.0.1', port, ca, cert: c, key: k, minVersion: 'TLSv1.3' });
           let data = '';
@@ -127,7 +117,7 @@ describe('makePki', { timeout: 30_000 }, () => {
       const rogue = await connect(pki.rogue).catch((err: Error) => `error: ${err.message}`);
       assert.ok(!rogue.startsWith('hello'), rogue);
     } finally {
-      await within(new Promise<void>((r) => server.close(() => r())), 5000, 'server.close');
+      await withTimeout(new Promise<void>((r) => server.close(() => r())), 5000, 'server.close');
     }
   });
 });
@@ -299,7 +289,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
       sockets,
       errors,
       close: () =>
-        within(
+        withTimeout(
           new Promise<void>((r) => {
             for (const s of sockets) s.destroy();
             server.close(() => r());
@@ -316,7 +306,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     closed: Promise<{ error?: string }>;
   }
   function connect(port: number): Promise<Client> {
-    return within(
+    return withTimeout(
       new Promise<Client>((resolve, reject) => {
         const sock = net.connect({ host: '127.0.0.1', port });
         const chunks: Buffer[] = [];
@@ -352,7 +342,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     const c = await connect(p.port);
     const payload = randomBytesSeeded(8 * 1024 * 1024 + 3, 77);
     c.sock.end(payload);
-    await within(c.closed, 20_000, 'echo of 8 MiB');
+    await withTimeout(c.closed, 20_000, 'echo of 8 MiB');
     assert.equal(c.data().length, payload.length);
     assert.ok(c.data().equals(payload));
     assert.equal(p.connections, 1);
@@ -367,14 +357,15 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     const before = echo.sockets.length;
     const c = await connect(p.port);
     c.sock.write(randomBytesSeeded(600, 1));
-    await sleep(50);
+    // Two writes on purpose: the cut falls inside the second chunk the proxy reads.
+    await p.waitFor(() => p.conns[0]?.bytesClientToServer === 600, 5000, 'the first 600 bytes forwarded');
     c.sock.write(randomBytesSeeded(5000, 2));
-    const { error } = await within(c.closed, 5000, 'client closed by reset');
+    const { error } = await withTimeout(c.closed, 5000, 'client closed by reset');
     assert.equal(error, 'ECONNRESET');
     assert.equal(p.conns[0].bytesClientToServer, 1000);
     assert.equal(p.conns[0].state, 'reset');
     assert.equal(p.bytesClientToServer, 1000);
-    await within(
+    await withTimeout(
       new Promise<void>((r) => (echo.sockets[before].destroyed ? r() : echo.sockets[before].once('close', () => r()))),
       5000,
       'upstream closed by reset',
@@ -391,7 +382,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     void c.closed.then(() => (closedEarly = true));
     c.sock.write(randomBytesSeeded(1000, 3));
     await p.waitFor(() => p.conns[0]?.state === 'stalled', 5000, 'stall');
-    await sleep(300);
+    await sleep(300); // a negative check: nothing more is forwarded, nothing closed, for 300 ms
     assert.equal(echo.received[before].length, 100);
     assert.ok(c.data().length <= 100);
     assert.equal(p.conns[0].bytesClientToServer, 100);
@@ -399,34 +390,34 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     assert.equal(echo.sockets[before].destroyed, false);
     // The upstream peer giving up is not propagated to the client either.
     echo.sockets[before].destroy();
-    await sleep(100);
+    await sleep(100); // a negative check: the client is still open 100 ms later
     assert.equal(closedEarly, false);
     await p.close();
-    await within(c.closed, 5000, 'client closed by proxy.close()');
+    await withTimeout(c.closed, 5000, 'client closed by proxy.close()');
   });
 
   it('refuses, then forwards connections beyond the plan; plans can be changed at runtime', async () => {
     const p = await proxy([{ refuse: true }]);
     const before = echo.sockets.length;
     const c1 = await connect(p.port);
-    await within(c1.closed, 5000, 'refused connection closed');
+    await withTimeout(c1.closed, 5000, 'refused connection closed');
     assert.equal(c1.data().length, 0);
     assert.equal(p.conns[0].state, 'refused');
     assert.equal(echo.sockets.length, before, 'no upstream connection for a refused one');
 
     const c2 = await connect(p.port);
     c2.sock.end('ping');
-    await within(c2.closed, 5000, 'forwarded connection');
+    await withTimeout(c2.closed, 5000, 'forwarded connection');
     assert.equal(c2.data().toString(), 'ping');
 
     p.setPlan([{ refuse: true }]);
     p.pushPlan({ resetAfterBytes: 2 });
     assert.equal(p.pendingPlans.length, 2);
     const c3 = await connect(p.port);
-    await within(c3.closed, 5000, 'refused again');
+    await withTimeout(c3.closed, 5000, 'refused again');
     const c4 = await connect(p.port);
     c4.sock.write('abcdef');
-    const r4 = await within(c4.closed, 5000, 'reset after 2');
+    const r4 = await withTimeout(c4.closed, 5000, 'reset after 2');
     assert.equal(r4.error, 'ECONNRESET');
     assert.equal(p.conns[3].bytesClientToServer, 2);
     assert.equal(p.connections, 4);
@@ -440,7 +431,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     const payload = randomBytesSeeded(384 * 1024, 78);
     const t0 = Date.now();
     c.sock.end(payload);
-    await within(c.closed, 10_000, 'echo of a throttled 384 KiB');
+    await withTimeout(c.closed, 10_000, 'echo of a throttled 384 KiB');
     const took = Date.now() - t0;
     assert.ok(c.data().equals(payload), 'every byte, in order');
     assert.equal(p.conns[0].bytesClientToServer, payload.length);
@@ -457,7 +448,7 @@ describe('fault proxy', { timeout: 60_000 }, () => {
     const p = await startProxy({ target: { host: '127.0.0.1', port } });
     proxies.push(p);
     const c = await connect(p.port);
-    await within(c.closed, 5000, 'closed when upstream is refused');
+    await withTimeout(c.closed, 5000, 'closed when upstream is refused');
     assert.match(p.conns[0].upstreamError ?? '', /ECONNREFUSED/);
   });
 });
@@ -478,6 +469,7 @@ console.log('not json');
 process.stderr.write(JSON.stringify({ level: 30, msg: 'starting', config: cfg.trim() }) + '\\n');
 const s = net.createServer((c) => c.end('hi')).listen(0, '127.0.0.1', () => {
   console.log(JSON.stringify({ level: 30, msg: 'listening', port: s.address().port }));
+  // The scenario: a log line that comes later, for waitForLog to wait for.
   setTimeout(() => console.log(JSON.stringify({ level: 30, msg: 'tick', n: 1 })), 100);
 });
 if (process.env.IGNORE_TERM !== '1') process.on('SIGTERM', () => { console.log(JSON.stringify({ msg: 'bye' })); process.exit(0); });
@@ -489,11 +481,12 @@ else process.on('SIGTERM', () => {});
       `const mode = process.argv[2];
 console.log(JSON.stringify({ msg: 'args', args: process.argv.slice(2), env: process.env.NB_TEST }));
 process.stderr.write('some stderr\\n');
+// The scenario: a process that never exits by itself.
 if (mode === 'hang') setInterval(() => {}, 1000);
 else process.exit(Number(process.argv[3] ?? 0));
 `,
     );
-    await writeFile(join(dir, 'never-listens.mjs'), `setInterval(() => {}, 1000);\n`);
+    await writeFile(join(dir, 'never-listens.mjs'), `setInterval(() => {}, 1000); // alive, never listening\n`);
     await writeFile(join(dir, 'crashes.mjs'), `console.error('boom: bad config'); process.exit(3);\n`);
   });
 
@@ -509,7 +502,7 @@ else process.exit(Number(process.argv[3] ?? 0));
     await writeYaml(cfg, { hello: 'world' });
     const srv = await startServer(cfg, { script: join(dir, 'fake-server.mjs') });
     assert.ok(srv.port > 0);
-    const greeting = await within(
+    const greeting = await withTimeout(
       new Promise<string>((resolve, reject) => {
         const s = net.connect(srv.port, '127.0.0.1');
         let d = '';

@@ -14,18 +14,11 @@ import { makePki, type Pki } from '../helpers/pki.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { startTlsProxy, tlsProxyMaterial, type TlsConnPlan, type TlsProxy } from '../helpers/tls-proxy.js';
 import { randomBytesSeeded } from '../helpers/tree.js';
+import { withTimeout } from '../helpers/wait.js';
 
 const tmp = new TempDirs();
 after(() => tmp.cleanup());
 
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface UpConn {
   sock: tls.TLSSocket;
@@ -67,7 +60,7 @@ async function upstreamServer(pki: Pki): Promise<{ port: number; conns: UpConn[]
           if (!slowed && c.data.length >= 1024 * 1024) {
             slowed = true;
             sock.pause();
-            setTimeout(() => sock.resume(), 500);
+            setTimeout(() => sock.resume(), 500); // the scenario: a server that stops reading for a while
           }
           return;
         }
@@ -96,7 +89,7 @@ async function upstreamServer(pki: Pki): Promise<{ port: number; conns: UpConn[]
     port: (server.address() as net.AddressInfo).port,
     conns,
     close: () =>
-      within(
+      withTimeout(
         new Promise<void>((r) => {
           for (const c of conns) c.sock.destroy();
           server.close(() => r());
@@ -115,7 +108,7 @@ interface Client {
 }
 
 function connect(port: number, pki: Pki, pair: { cert: string; key: string } | null): Promise<Client> {
-  return within(
+  return withTimeout(
     new Promise<Client>((resolve, reject) => {
       const opts: tls.ConnectionOptions = { host: '127.0.0.1', port, ca: readFileSync(pki.caCert), minVersion: 'TLSv1.3' };
       if (pair) {
@@ -162,7 +155,7 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
     const c = await connect(p.port, pki, pki.agents['agent-a']);
     const payload = Buffer.concat([Buffer.from('NBKP'), randomBytesSeeded(8 * 1024 * 1024 + 3, 11)]);
     c.sock.end(payload);
-    await within(c.closed, 20_000, 'echo of 8 MiB');
+    await withTimeout(c.closed, 20_000, 'echo of 8 MiB');
     assert.ok(c.ended(), 'the client saw the echoed half-close');
     assert.equal(c.data().length, payload.length);
     assert.ok(c.data().equals(payload));
@@ -183,12 +176,13 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
     const c = await connect(p.port, pki, pki.agents['agent-a']);
     const sent = randomBytesSeeded(6000, 2);
     c.sock.write(sent.subarray(0, 600));
-    await sleep(50);
+    // Two writes on purpose: the cut falls inside the second piece the proxy reads.
+    await p.waitFor(() => up.conns.length > n && up.conns[n].data.length === 600, 5000, 'the first 600 bytes at the server');
     c.sock.write(sent.subarray(600));
-    const { error } = await within(c.closed, 5000, 'client closed by the reset');
+    const { error } = await withTimeout(c.closed, 5000, 'client closed by the reset');
     assert.equal(error, 'ECONNRESET');
     await p.waitFor(() => up.conns.length > n, 5000, 'upstream connection');
-    await within(up.conns[n].closed, 5000, 'upstream closed by the reset');
+    await withTimeout(up.conns[n].closed, 5000, 'upstream closed by the reset');
     assert.equal(up.conns[n].data.length, 1000);
     assert.ok(up.conns[n].data.equals(sent.subarray(0, 1000)));
     assert.equal(up.conns[n].ended, false, 'no clean half-close upstream');
@@ -208,9 +202,9 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
     const c = await connect(p.port, pki, pki.agents['agent-a']);
     const sent = Buffer.concat([Buffer.from('SLOW'), randomBytesSeeded(2 * 1024 * 1024, 4)]);
     c.sock.write(sent);
-    const { error } = await within(c.closed, 10_000, 'client closed by the reset');
+    const { error } = await withTimeout(c.closed, 10_000, 'client closed by the reset');
     assert.equal(error, 'ECONNRESET');
-    await within(up.conns[n].closed, 5000, 'upstream closed by the reset');
+    await withTimeout(up.conns[n].closed, 5000, 'upstream closed by the reset');
     assert.equal(up.conns[n].data.length, cut);
     assert.ok(up.conns[n].data.equals(sent.subarray(0, cut)));
     assert.equal(p.conns[0].flushedBeforeReset, true);
@@ -229,12 +223,13 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
     // ...then pieces both larger and smaller than the hold-back.
     c.sock.write(sent.subarray(5, 10));
     c.sock.write(sent.subarray(10, 200_000));
-    await sleep(30);
+    // The proxy has taken those (all but the held-back 20 are at the server) before the next piece.
+    await p.waitFor(() => up.conns[n].data.length === 200_000 - 20, 5000, 'all but 20 of the first 200 000 bytes at the server');
     c.sock.write(sent.subarray(200_000, 200_007));
     c.sock.end(sent.subarray(200_007));
-    const { error } = await within(c.closed, 5000, 'client closed by the reset');
+    const { error } = await withTimeout(c.closed, 5000, 'client closed by the reset');
     assert.equal(error, 'ECONNRESET');
-    await within(up.conns[n].closed, 5000, 'upstream closed by the reset');
+    await withTimeout(up.conns[n].closed, 5000, 'upstream closed by the reset');
     assert.equal(up.conns[n].data.length, sent.length - 20);
     assert.ok(up.conns[n].data.equals(sent.subarray(0, sent.length - 20)));
     assert.equal(up.conns[n].ended, false);
@@ -266,7 +261,7 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
     const c2 = await connect(p.port, pki, pki.agents['agent-a']);
     const msg = Buffer.from('PING and then some more bytes');
     c2.sock.end(msg);
-    await within(c2.closed, 5000, 'echo');
+    await withTimeout(c2.closed, 5000, 'echo');
     assert.ok(c2.data().equals(msg));
     assert.equal(p.conns[1].resumeAck, undefined);
     assert.equal(p.conns[1].kind, 'PING');
@@ -280,7 +275,7 @@ describe('TLS MITM proxy', { timeout: 60_000 }, () => {
         async (c) => {
           // TLS 1.3: the client learns of the refusal after its own handshake completes.
           c.sock.write('NBKP');
-          await within(c.closed, 5000, 'refused connection closes');
+          await withTimeout(c.closed, 5000, 'refused connection closes');
           return c.data().length;
         },
         () => 0,

@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { Waiters } from './wait.js';
 
 /** Repository root: this file is compiled to dist/test/helpers/proc.js. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -114,15 +115,12 @@ export function spawnLogged(command: string, args: string[], opts: SpawnOptions 
   register(proc);
   const logs: LogLine[] = [];
   const out: string[] = [];
-  const listeners = new Set<() => void>();
-  const notify = () => {
-    for (const l of [...listeners]) l();
-  };
+  const waiters = new Waiters();
   const onLine = (prefix: string) => (line: string) => {
     out.push(prefix + line);
     const parsed = parseLogLine(line);
     if (parsed) logs.push(parsed);
-    notify();
+    waiters.notify();
   };
   lines(proc.stdout, onLine('out| '));
   lines(proc.stderr, onLine('err| '));
@@ -130,13 +128,13 @@ export function spawnLogged(command: string, args: string[], opts: SpawnOptions 
   proc.on('error', (err) => {
     spawnError = err;
     out.push(`spawn error: ${err.message}`);
-    notify();
+    waiters.notify();
   });
   // 'close' comes after the stdio streams have ended, so every line has been seen.
   let closed = isExited(proc);
   proc.once('close', () => {
     closed = true;
-    notify();
+    waiters.notify();
   });
 
   const describe = () => {
@@ -144,36 +142,26 @@ export function spawnLogged(command: string, args: string[], opts: SpawnOptions 
     return `${command} ${args.join(' ')}${status}\n--- output ---\n${out.slice(-200).join('\n')}`;
   };
 
-  const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
-    new Promise((resolve, reject) => {
-      let seen = 0;
-      const finish = (fn: () => void) => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        fn();
-      };
-      const check = () => {
+  const waitForLog = async (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    let seen = 0;
+    let found: LogLine | undefined;
+    await waiters.until(
+      () => {
         for (; seen < logs.length; seen++) {
-          const l = logs[seen];
-          let ok = false;
-          try {
-            ok = pred(l);
-          } catch (err) {
-            return finish(() => reject(err));
+          if (pred(logs[seen])) {
+            found = logs[seen];
+            return true;
           }
-          if (ok) return finish(() => resolve(l));
         }
-        if (closed || spawnError) {
-          finish(() => reject(new Error(`process ended before the expected log line\n${describe()}`)));
-        }
-      };
-      const timer = setTimeout(
-        () => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for a log line\n${describe()}`))),
-        timeoutMs,
-      );
-      listeners.add(check);
-      check();
-    });
+        if (closed || spawnError) throw new Error(`process ended before the expected log line\n${describe()}`);
+        return false;
+      },
+      timeoutMs,
+      'a log line',
+      () => `\n${describe()}`,
+    );
+    return found as LogLine;
+  };
 
   const waitForExit = async (timeoutMs = 10_000) => {
     const ok = await waitExit(proc, timeoutMs);
@@ -263,6 +251,7 @@ export function runAgent(args: string[], opts: RunAgentOptions = {}): Promise<Ag
     proc.stderr?.on('data', (c: Buffer) => stderr.push(c));
     let timedOut = false;
     let settled = false;
+    // The upper bound: an agent that runs past timeoutMs is killed.
     const timer = setTimeout(() => {
       timedOut = true;
       proc.kill('SIGKILL');

@@ -200,6 +200,7 @@ class FaultProxy implements Proxy {
       if (action === 'reset') {
         info.state = 'resetting';
         if (!flushed) return doReset();
+        // The upper bound: an upstream that does not read never flushes, so reset anyway then.
         const timer = setTimeout(doReset, this.opts.resetFlushTimeoutMs ?? 1000);
         void flushed.then(() => {
           clearTimeout(timer);
@@ -381,7 +382,7 @@ class FaultProxy implements Proxy {
       },
       start: () => {
         last = Date.now();
-        timer = setInterval(pump, 10);
+        timer = setInterval(pump, 10); // the scenario: the token bucket's clock, stopped on close
         timer.unref();
       },
     };
@@ -391,7 +392,7 @@ class FaultProxy implements Proxy {
     if (this.closing) return this.closing;
     this.closed = true;
     this.closing = new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 5000); // bounded no matter what
+      const timer = setTimeout(resolve, 5000); // the upper bound: close() is bounded no matter what
       this.server.close(() => {
         clearTimeout(timer);
         resolve();

@@ -41,7 +41,7 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import tls from 'node:tls';
-import { listenOnLoopback, waitUntil } from './wait.js';
+import { listenOnLoopback, pollUntil, sleep, waitUntil } from './wait.js';
 
 export type TlsConnPlan =
   | { holdBackAtClientEnd: number }
@@ -160,7 +160,7 @@ class Flusher {
   flushed(timeoutMs: number): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
+      const timer = setTimeout(resolve, timeoutMs); // the upper bound: a peer that never reads
       this.waiters.push(() => {
         clearTimeout(timer);
         resolve();
@@ -193,18 +193,21 @@ async function txQueue(sock: net.Socket): Promise<number | null> {
 
 /** Resolves true once `sock`'s kernel send queue is empty, false after timeoutMs. */
 async function sendQueueDrained(sock: net.Socket, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const q = await txQueue(sock);
-    if (q === null) {
-      // Unknown (no /proc, or the socket is gone): a fixed grace period, loopback is fast.
-      await new Promise((r) => setTimeout(r, 250));
-      return !sock.destroyed;
-    }
-    if (q === 0) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  let unknown = false;
+  const drained = await pollUntil(
+    async () => {
+      const q = await txQueue(sock);
+      unknown = q === null;
+      return q === null || q === 0;
+    },
+    timeoutMs,
+    5,
+  );
+  if (!unknown) return drained;
+  // Unknown (no /proc, or the socket is gone): nothing to wait on, so a fixed grace period;
+  // loopback is fast.
+  await sleep(250);
+  return !sock.destroyed;
 }
 
 interface Pending {
@@ -403,10 +406,7 @@ class TlsMitmProxy implements TlsProxy {
         .flushed(flushTimeout)
         .then(() => (c2s.idle ? sendQueueDrained(rawUp, Math.max(0, flushTimeout - (Date.now() - started))) : false))
         .then(async (ok) => {
-          const deadline = Date.now() + 5000;
-          while (waitServerQuiet > 0 && Date.now() - lastServerData < waitServerQuiet && Date.now() < deadline) {
-            await new Promise((r) => setTimeout(r, 50));
-          }
+          if (waitServerQuiet > 0) await pollUntil(async () => Date.now() - lastServerData >= waitServerQuiet, 5000, 50);
           info.flushedBeforeReset = ok;
           resetBoth();
         });
@@ -567,7 +567,7 @@ class TlsMitmProxy implements TlsProxy {
     if (this.closing) return this.closing;
     this.closed = true;
     this.closing = new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 5000); // bounded no matter what
+      const timer = setTimeout(resolve, 5000); // the upper bound: close() is bounded no matter what
       this.server.close(() => {
         clearTimeout(timer);
         resolve();

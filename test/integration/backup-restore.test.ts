@@ -7,22 +7,28 @@ import { statfsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { assertTreesEqual } from '../helpers/compare.js';
-import { makePki, type Pki } from '../helpers/pki.js';
-import { AGENT_BIN, runAgent, spawnLogged, startServer, type AgentResult, type ServerHandle } from '../helpers/proc.js';
-import { gnuTarExtract, gnuTarList, gzipTest } from '../helpers/tar.js';
+import type { Pki } from '../helpers/pki.js';
+import { AGENT_BIN, runAgent, spawnLogged, startServer, writeYaml, type AgentResult, type ServerHandle } from '../helpers/proc.js';
+import { gnuTarList, gzipTest } from '../helpers/tar.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { makeTree, randomBytesSeeded, type TreeInfo } from '../helpers/tree.js';
-import { writeYaml } from '../helpers/proc.js';
-import { agentConfigObject, committedBackups, listFilesRecursive, writeAgentConfig, writeServerConfig } from './harness.js';
+import {
+  agentConfigObject,
+  committedBackups,
+  listFilesRecursive,
+  makeWorkspace,
+  restoreAndCompare,
+  restoreArchive,
+  restoredPath,
+  showRun,
+  writeAgentConfig,
+  writeServerConfig,
+} from './harness.js';
 
 const AGENT_TIMEOUT_MS = 45_000;
 /** A valid agent name (see protocol/names.ts) with characters that RFC 2253 escapes in a DN string. */
 const SPECIAL_AGENT = 'web+db,1';
-
-function show(r: AgentResult): string {
-  return `exit ${r.code} signal ${r.signal} timedOut ${r.timedOut}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-}
+const TAR_TIMEOUTS = { timeoutMs: 30_000 };
 
 /** stderr lines, without Node's own warnings. */
 function stderrLines(r: AgentResult): string[] {
@@ -40,8 +46,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
   let agentYaml: string;
 
   before(async () => {
-    work = await tmp.make('nbackup-it-br-');
-    pki = await makePki(join(work, 'pki'), { agents: ['agent-a', SPECIAL_AGENT] });
+    ({ work, pki } = await makeWorkspace(tmp, 'nbackup-it-br-', ['agent-a', SPECIAL_AGENT]));
     mainDir = join(work, 'storage-main');
     otherDir = join(work, 'storage-other');
     const serverYaml = join(work, 'server.yaml');
@@ -62,21 +67,15 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     await tmp.cleanup();
   });
 
-  /** Restores `archive` with GNU tar and compares it with the source tree. */
-  async function restoreAndCompare(archive: string): Promise<void> {
-    await gzipTest(archive, { timeoutMs: 30_000 });
-    const restore = await tmp.make('nbackup-it-restore-');
-    await gnuTarExtract(archive, restore, { timeoutMs: 30_000 });
-    await assertTreesEqual(tree.root, join(restore, tree.root.replace(/^\/+/, '')), {
-      excludedPaths: tree.excludedPaths,
-      hardLinkGroups: tree.hardLinkGroups,
-    });
+  /** Restores `archive` with GNU tar into a fresh directory and compares it with the source tree. */
+  async function restoresTree(archive: string): Promise<void> {
+    await restoreAndCompare(archive, tree, await tmp.make('nbackup-it-restore-'), TAR_TIMEOUTS);
   }
 
   async function backupOnce(): Promise<AgentResult> {
     const r = await runAgent(['--config', agentYaml, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.timedOut, false, `agent timed out\n${show(r)}`);
-    assert.equal(r.code, 0, `agent --once should succeed\n${show(r)}`);
+    assert.equal(r.timedOut, false, `agent timed out\n${showRun(r)}`);
+    assert.equal(r.code, 0, `agent --once should succeed\n${showRun(r)}`);
     return r;
   }
 
@@ -90,7 +89,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     assert.deepEqual(all, [`agent-a/app/${files[0]}`], 'the storage should hold exactly the one backup file');
     const archive = join(appDir(), files[0]);
 
-    await restoreAndCompare(archive);
+    await restoresTree(archive);
 
     // Member names: absolute path less the leading "/"; excluded paths absent; near misses kept.
     const prefix = tree.root.replace(/^\/+/, '');
@@ -130,7 +129,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
       third.map((f) => `agent-a/app/${f}`),
       'nothing but the 2 kept backups (no .tmp) may be in the storage',
     );
-    for (const f of third) await restoreAndCompare(join(appDir(), f));
+    for (const f of third) await restoresTree(join(appDir(), f));
   });
 
   it('a failing entry (missing source) fails alone; the other entry still commits', async () => {
@@ -144,15 +143,15 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
       { name: 'good', storage: 'other', sources: [small] },
     ]);
     const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.timedOut, false, show(r));
-    assert.notEqual(r.code, 0, `--once must fail when an entry fails\n${show(r)}`);
-    assert.ok(r.code !== null, show(r));
+    assert.equal(r.timedOut, false, showRun(r));
+    assert.notEqual(r.code, 0, `--once must fail when an entry fails\n${showRun(r)}`);
+    assert.ok(r.code !== null, showRun(r));
     const lines = stderrLines(r);
     const about = lines.filter((l) => l.includes('broken'));
-    assert.equal(about.length, 1, `exactly one stderr line should name the failed entry\n${show(r)}`);
-    assert.match(about[0], /does not exist/, `the line should say the path does not exist\n${show(r)}`);
-    assert.ok(about[0].includes(missing), `the line should name the missing path\n${show(r)}`);
-    assert.ok(!lines.some((l) => /"good"|\bgood\b/.test(l)), `the good entry must not be reported as failed\n${show(r)}`);
+    assert.equal(about.length, 1, `exactly one stderr line should name the failed entry\n${showRun(r)}`);
+    assert.match(about[0], /does not exist/, `the line should say the path does not exist\n${showRun(r)}`);
+    assert.ok(about[0].includes(missing), `the line should name the missing path\n${showRun(r)}`);
+    assert.ok(!lines.some((l) => /"good"|\bgood\b/.test(l)), `the good entry must not be reported as failed\n${showRun(r)}`);
 
     const good = await committedBackups(join(otherDir, 'agent-a', 'good'));
     assert.equal(good.length, 1, 'the good entry committed');
@@ -171,24 +170,24 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
       { name: 'two', storage: 'other', sources: [src] },
     ]);
     const r = await runAgent(['--config', cfg, '--once', '--backup', 'two'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.code, 0, show(r));
+    assert.equal(r.code, 0, showRun(r));
     assert.equal((await committedBackups(join(otherDir, 'agent-a', 'two'))).length, 1, 'entry "two" committed');
     assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'one')), [], 'entry "one" must not have run');
 
     const bad = await runAgent(['--config', cfg, '--once', '--backup', 'nosuch'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(bad.timedOut, false, show(bad));
-    assert.notEqual(bad.code, 0, show(bad));
-    assert.match(bad.stderr, /nosuch/, show(bad));
+    assert.equal(bad.timedOut, false, showRun(bad));
+    assert.notEqual(bad.code, 0, showRun(bad));
+    assert.match(bad.stderr, /nosuch/, showRun(bad));
     assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'one')), [], 'entry "one" must not have run');
     assert.equal((await committedBackups(join(otherDir, 'agent-a', 'two'))).length, 1, 'entry "two" did not run again');
   });
 
   it('health prints READY and the free space', async () => {
     const r = await runAgent(['health', `127.0.0.1:${server!.port}`, '--config', agentYaml], { timeoutMs: 20_000 });
-    assert.equal(r.code, 0, show(r));
-    assert.match(r.stdout, /^READY\b/m, show(r));
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stdout, /^READY\b/m, showRun(r));
     const m = /(\d+) bytes/.exec(r.stdout) ?? /free[^\d]*(\d+)/i.exec(r.stdout);
-    assert.ok(m, `no free-space figure in the output\n${show(r)}`);
+    assert.ok(m, `no free-space figure in the output\n${showRun(r)}`);
     const reported = Number(m[1]);
     const st = statfsSync(mainDir);
     const actual = st.bavail * st.bsize;
@@ -209,16 +208,15 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     c.resume = { buffer_size: '1mb', chunk_size: '64kb' };
     await writeYaml(cfg, c);
     const r = await runAgent(['--config', cfg, '--once', '--progress'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.timedOut, false, show(r));
-    assert.equal(r.code, 0, show(r));
-    assert.match(r.stderr, /big/, `--progress should report on stderr\n${show(r)}`);
+    assert.equal(r.timedOut, false, showRun(r));
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stderr, /big/, `--progress should report on stderr\n${showRun(r)}`);
     const files = await committedBackups(join(otherDir, 'agent-a', 'big'));
     assert.equal(files.length, 1);
     const archive = join(otherDir, 'agent-a', 'big', files[0]);
-    await gzipTest(archive, { timeoutMs: 30_000 });
     const restore = await tmp.make('nbackup-it-restore-');
-    await gnuTarExtract(archive, restore, { timeoutMs: 30_000 });
-    const restored = await readFile(join(restore, big.replace(/^\/+/, ''), 'random.bin'));
+    await restoreArchive(archive, restore, TAR_TIMEOUTS);
+    const restored = await readFile(join(restoredPath(restore, big), 'random.bin'));
     assert.ok(restored.equals(content), 'restored file differs');
   });
 
@@ -227,9 +225,9 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     // Port 1 on loopback: nothing listens there.
     await writeAgentConfig(cfg, pki, 'agent-a', 1, [{ name: 'app', storage: 'main', sources: [tree.root] }]);
     const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: 20_000 });
-    assert.equal(r.timedOut, false, show(r));
-    assert.ok(r.code !== null && r.code !== 0, show(r));
-    assert.match(r.stderr, /app/, show(r));
+    assert.equal(r.timedOut, false, showRun(r));
+    assert.ok(r.code !== null && r.code !== 0, showRun(r));
+    assert.match(r.stderr, /app/, showRun(r));
   });
 
   it(`an agent whose valid name contains "+" and "," (CN ${JSON.stringify(SPECIAL_AGENT)}) can back up`, async () => {
@@ -239,7 +237,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     const cfg = join(work, 'agent-special.yaml');
     await writeAgentConfig(cfg, pki, SPECIAL_AGENT, server!.port, [{ name: 'app', storage: 'other', sources: [src] }]);
     const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.code, 0, `agent.name equals the certificate's CN, so the backup must run\n${show(r)}`);
+    assert.equal(r.code, 0, `agent.name equals the certificate's CN, so the backup must run\n${showRun(r)}`);
     assert.equal((await committedBackups(join(otherDir, SPECIAL_AGENT, 'app'))).length, 1);
   });
 
@@ -251,8 +249,9 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     await writeAgentConfig(cfg, pki, 'agent-a', server!.port, [{ name: 'killed', storage: 'other', sources: [killSrc] }]);
     const from = server!.logs().length;
     const victim = spawnLogged(process.execPath, [AGENT_BIN, '--config', cfg, '--once']);
+    let session: unknown;
     try {
-      await server!.waitForLog((l) => l.msg === 'session started' && l.backup === 'killed', 15_000);
+      ({ session } = await server!.waitForLog((l) => l.msg === 'session started' && l.backup === 'killed', 15_000));
       victim.proc.kill('SIGKILL');
       await victim.waitForExit(5000);
     } finally {
@@ -261,10 +260,15 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     const committedEarly = server!.logs().slice(from).some((l) => l.msg === 'session committed' && l.backup === 'killed');
     assert.ok(!committedEarly, 'precondition: the agent must be killed before its backup commits');
     assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'killed')), []);
-    await new Promise((r) => setTimeout(r, 1000)); // the server has long seen the connection close
+    // The server has seen the connection close: the session is detached (or, if the agent died
+    // before its mode byte, already discarded).
+    await server!.waitForLog(
+      (l) => (l.msg === 'connection lost; session kept for resume' || l.msg === 'session discarded') && l.session === session,
+      10_000,
+    );
 
     const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
-    assert.equal(r.code, 0, `the rerun must be able to back up\n${show(r)}`);
+    assert.equal(r.code, 0, `the rerun must be able to back up\n${showRun(r)}`);
     const files = await committedBackups(join(otherDir, 'agent-a', 'killed'));
     assert.equal(files.length, 1);
     await gzipTest(join(otherDir, 'agent-a', 'killed', files[0]), { timeoutMs: 30_000 });

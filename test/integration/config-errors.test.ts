@@ -7,16 +7,12 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { makePki, type Pki } from '../helpers/pki.js';
+import type { Pki } from '../helpers/pki.js';
 import { SERVER_BIN, runAgent, startServer, type AgentResult, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
-import { agentConfigObject, listFilesRecursive, writeServerConfig } from './harness.js';
+import { agentConfigObject, listFilesRecursive, makeWorkspace, serverConfigObject, showRun, writeServerConfig } from './harness.js';
 
 const CLI_TIMEOUT_MS = 15_000;
-
-function show(r: AgentResult): string {
-  return `exit ${r.code} signal ${r.signal} timedOut ${r.timedOut}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
-}
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -30,8 +26,7 @@ describe('configuration and TLS material errors', { timeout: 110_000 }, () => {
   let n = 0;
 
   before(async () => {
-    work = await tmp.make('nbackup-it-cfg-');
-    pki = await makePki(join(work, 'pki'), { agents: ['agent-a', 'agent-b'] });
+    ({ work, pki } = await makeWorkspace(tmp, 'nbackup-it-cfg-', ['agent-a', 'agent-b']));
     storage = join(work, 'storage');
     const serverYaml = join(work, 'server-good.yaml');
     await writeServerConfig(serverYaml, pki, { main: { base_dir: storage } });
@@ -52,11 +47,7 @@ describe('configuration and TLS material errors', { timeout: 110_000 }, () => {
   }
 
   function goodServer(): Obj {
-    return {
-      server: { listen: '127.0.0.1:0', handshake_timeout: '2s' },
-      tls: { ca_cert: pki.caCert, server_cert: pki.serverCert, server_key: pki.serverKey },
-      storages: { main: { base_dir: join(work, `srv-storage-${n}`), max_backups: 2, min_free: 0 } },
-    };
+    return serverConfigObject(pki, { main: { base_dir: join(work, `srv-storage-${n}`), max_backups: 2 } }) as Obj;
   }
 
   async function writeConfig(kind: string, value: Obj | string): Promise<string> {
@@ -67,11 +58,11 @@ describe('configuration and TLS material errors', { timeout: 110_000 }, () => {
 
   /** Asserts a prompt non-zero exit whose stderr contains every one of `needles`. */
   function assertRefused(r: AgentResult, needles: (string | RegExp)[]): void {
-    assert.equal(r.timedOut, false, `the CLI must exit promptly\n${show(r)}`);
-    assert.ok(r.code !== null && r.code !== 0, `expected a non-zero exit\n${show(r)}`);
+    assert.equal(r.timedOut, false, `the CLI must exit promptly\n${showRun(r)}`);
+    assert.ok(r.code !== null && r.code !== 0, `expected a non-zero exit\n${showRun(r)}`);
     for (const needle of needles) {
-      if (typeof needle === 'string') assert.ok(r.stderr.includes(needle), `stderr should contain ${JSON.stringify(needle)}\n${show(r)}`);
-      else assert.match(r.stderr, needle, show(r));
+      if (typeof needle === 'string') assert.ok(r.stderr.includes(needle), `stderr should contain ${JSON.stringify(needle)}\n${showRun(r)}`);
+      else assert.match(r.stderr, needle, showRun(r));
     }
   }
 
@@ -83,7 +74,7 @@ describe('configuration and TLS material errors', { timeout: 110_000 }, () => {
   }
   async function serverRun(file: string): Promise<AgentResult> {
     const r = await runAgent(['--config', file], { timeoutMs: CLI_TIMEOUT_MS, script: SERVER_BIN });
-    assert.ok(!/"msg":"listening"/.test(r.stdout), `the server must not start listening\n${show(r)}`);
+    assert.ok(!/"msg":"listening"/.test(r.stdout), `the server must not start listening\n${showRun(r)}`);
     return r;
   }
 
@@ -99,8 +90,8 @@ describe('configuration and TLS material errors', { timeout: 110_000 }, () => {
   it('control: the unmodified agent config works (so the failures below are caused by the change)', async () => {
     const file = await writeConfig('agent-good', goodAgent());
     const r = await runAgent(['health', `127.0.0.1:${server!.port}`, '--config', file], { timeoutMs: CLI_TIMEOUT_MS });
-    assert.equal(r.code, 0, show(r));
-    assert.match(r.stdout, /^READY/m, show(r));
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stdout, /^READY/m, showRun(r));
   });
 
   const agentCases: { name: string; mutate: (c: Obj) => void; keyPath: string; also?: RegExp }[] = [

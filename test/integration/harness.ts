@@ -1,20 +1,46 @@
 /**
- * Shared set-up for the integration tests: config writers for the real CLIs and a tiny raw mTLS
- * client that speaks NBKP frames byte by byte (to send what the real agent never would).
+ * Shared set-up for the integration tests: a workspace with its PKI, source trees, config writers
+ * for the real CLIs, a started server with its store, restore-and-compare with GNU tar, store
+ * listings, and reading an agent's result. The raw NBKP client is in raw-client.ts.
  *
  * Not a test file itself (it has no tests); `node --test` may still load it, harmlessly.
  */
-import { readFileSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
-import net from 'node:net';
+import assert from 'node:assert/strict';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import tls from 'node:tls';
-import type { Decoded } from '../../protocol/frames.js';
-import { decodeHealthPong, encodeHealthPing, type HealthPong } from '../../protocol/frames.js';
-import type { Pki } from '../helpers/pki.js';
-import { writeYaml } from '../helpers/proc.js';
+import { assertTreesEqual } from '../helpers/compare.js';
+import { makePki, type Pki } from '../helpers/pki.js';
+import { startServer, writeYaml, type AgentResult, type LogLine, type ServerHandle } from '../helpers/proc.js';
+import { gnuTarExtract, gzipTest } from '../helpers/tar.js';
+import type { TempDirs } from '../helpers/tmp.js';
+import { makeTree, randomBytesSeeded, type TreeInfo } from '../helpers/tree.js';
+import { waitUntilAsync } from '../helpers/wait.js';
+import { HOST } from './raw-client.js';
 
-export const HOST = '127.0.0.1';
+// ─── workspace, PKI, source ────────────────────────────────────────────────────────────────
+
+/** A fresh temporary directory (kept in `tmp` for cleanup) holding a test PKI for `agents`. */
+export async function makeWorkspace(tmp: TempDirs, prefix: string, agents: string[]): Promise<{ work: string; pki: Pki }> {
+  const work = await tmp.make(prefix);
+  const pki = await makePki(join(work, 'pki'), { agents });
+  return { work, pki };
+}
+
+/**
+ * The shared test tree at `root`, plus `bulk.files` incompressible files of `bulk.size` bytes in
+ * root/bulk (seeds bulk.seed, bulk.seed + 1, …), so a stream is long enough to cut.
+ */
+export async function makeSource(root: string, bulk?: { files: number; size: number; seed: number }): Promise<TreeInfo> {
+  const tree = await makeTree(root);
+  if (bulk) {
+    mkdirSync(join(root, 'bulk'));
+    for (let i = 0; i < bulk.files; i++) writeFileSync(join(root, 'bulk', `r${i}.bin`), randomBytesSeeded(bulk.size, bulk.seed + i));
+  }
+  return tree;
+}
+
+// ─── configs ───────────────────────────────────────────────────────────────────────────────
 
 export interface StorageSpec {
   base_dir: string;
@@ -22,21 +48,29 @@ export interface StorageSpec {
   min_free?: string | number;
 }
 
-/** Writes a server.yaml listening on 127.0.0.1:0 with a 2 s handshake timeout. */
-export async function writeServerConfig(
-  path: string,
+/** A server.yaml as a plain object, listening on 127.0.0.1:0 with a 2 s handshake timeout. */
+export function serverConfigObject(
   pki: Pki,
   storages: Record<string, StorageSpec>,
   server: Record<string, unknown> = {},
-): Promise<void> {
-  await writeYaml(path, {
+): Record<string, unknown> {
+  return {
     server: { listen: `${HOST}:0`, handshake_timeout: '2s', idle_timeout: '10s', ...server },
     tls: { ca_cert: pki.caCert, server_cert: pki.serverCert, server_key: pki.serverKey },
     storages: Object.fromEntries(
       Object.entries(storages).map(([name, s]) => [name, { max_backups: 5, min_free: 0, ...s }]),
     ),
     logging: { level: 'info', format: 'json' },
-  });
+  };
+}
+
+export async function writeServerConfig(
+  path: string,
+  pki: Pki,
+  storages: Record<string, StorageSpec>,
+  server: Record<string, unknown> = {},
+): Promise<void> {
+  await writeYaml(path, serverConfigObject(pki, storages, server));
 }
 
 export interface EntrySpec {
@@ -85,186 +119,55 @@ export async function writeAgentConfig(
   await writeYaml(path, agentConfigObject(pki, agentName, port, entries, opts));
 }
 
-// ─── Raw client ─────────────────────────────────────────────────────────────────────────────
-
-export interface RawOptions {
-  port: number;
-  ca: string;
-  /** Client certificate / key file paths; omit both for a client with no certificate. */
-  cert?: string;
-  key?: string;
-  minVersion?: tls.SecureVersion;
-  maxVersion?: tls.SecureVersion;
+/**
+ * dir/agent.yaml for agent-a with one entry "app" (storage "main") backing up `tree` with its
+ * excludes; `top` is merged into the config, `entry` into the entry. Returns the path.
+ */
+export async function writeAppAgentYaml(
+  dir: string,
+  pki: Pki,
+  port: number,
+  tree: TreeInfo,
+  top: Record<string, unknown> = {},
+  entry: Record<string, unknown> = {},
+): Promise<string> {
+  const cfg = agentConfigObject(pki, 'agent-a', port, [{ name: 'app', storage: 'main', sources: [tree.root], exclude: tree.excludes }]);
+  Object.assign((cfg.backups as Record<string, unknown>[])[0], entry);
+  Object.assign(cfg, top);
+  const file = join(dir, 'agent.yaml');
+  await writeYaml(file, cfg);
+  return file;
 }
 
-export interface CloseInfo {
-  /** ms from the start of waitClosed's caller-chosen origin (see RawClient.closedAt). */
-  at: number;
-  hadError: boolean;
-  error?: Error;
+// ─── a server with its store ───────────────────────────────────────────────────────────────
+
+export interface Env {
+  /** The test's own temporary directory. */
+  dir: string;
+  /** The base_dir of storage "main". */
+  store: string;
+  server: ServerHandle;
 }
 
 /**
- * One raw TLS connection. Everything received is appended to `received`; frames are read from
- * it with `read(decoder)`. Every wait is bounded.
+ * A fresh directory `<prefix>…` with a server.yaml for one storage "main" (dir/store, max_backups
+ * 3, plus `storage`) and `server` settings, and that server started.
  */
-export class RawClient {
-  readonly socket: tls.TLSSocket;
-  /** The TCP socket under the TLS one (for resetAndDestroy: an RST, like a dying link). */
-  readonly tcp: net.Socket;
-  received: Buffer = Buffer.alloc(0);
-  private consumed = 0;
-  secure = false;
-  secureAt = 0;
-  ended = false;
-  closed = false;
-  closedAt = 0;
-  error: Error | undefined;
-  readonly startedAt = Date.now();
-  private waiters = new Set<() => void>();
-
-  constructor(o: RawOptions) {
-    this.tcp = net.connect({ host: HOST, port: o.port });
-    this.tcp.on('error', () => undefined); // reported through the TLS socket
-    const opts: tls.ConnectionOptions = {
-      socket: this.tcp,
-      host: HOST,
-      ca: readFileSync(o.ca),
-      minVersion: o.minVersion ?? 'TLSv1.3',
-      maxVersion: o.maxVersion,
-      rejectUnauthorized: true,
-    };
-    if (o.cert) opts.cert = readFileSync(o.cert);
-    if (o.key) opts.key = readFileSync(o.key);
-    this.socket = tls.connect(opts);
-    this.socket.on('secureConnect', () => {
-      this.secure = true;
-      this.secureAt = Date.now();
-      this.notify();
-    });
-    this.socket.on('data', (c: Buffer) => {
-      this.received = Buffer.concat([this.received, c]);
-      this.notify();
-    });
-    this.socket.on('end', () => {
-      this.ended = true;
-      this.notify();
-    });
-    this.socket.on('error', (err) => {
-      this.error ??= err;
-      this.notify();
-    });
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.closedAt = Date.now();
-      this.notify();
-    });
-  }
-
-  private notify(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  /** Resolves once pred() is true; rejects after timeoutMs with `what`. */
-  waitUntil(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        let ok: boolean;
-        try {
-          ok = pred();
-        } catch (err) {
-          clearTimeout(timer);
-          this.waiters.delete(check);
-          reject(err);
-          return;
-        }
-        if (ok) {
-          clearTimeout(timer);
-          this.waiters.delete(check);
-          resolve();
-        }
-      };
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.describe()}`));
-      }, timeoutMs);
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  describe(): string {
-    return (
-      `secure=${this.secure} ended=${this.ended} closed=${this.closed} ` +
-      `received=${this.received.length}B (${this.received.subarray(0, 64).toString('hex')}) ` +
-      `error=${this.error ? this.error.message : 'none'}`
-    );
-  }
-
-  /** Waits for the TLS handshake to complete (rejects if the connection fails first). */
-  async connected(timeoutMs = 5000): Promise<void> {
-    await this.waitUntil(() => this.secure || this.closed, timeoutMs, 'secureConnect');
-    if (!this.secure) throw new Error(`TLS connection failed: ${this.describe()}`);
-  }
-
-  /** Reads the next frame; rejects if the connection closes first or after timeoutMs. */
-  async read<T>(decode: (b: Buffer) => Decoded<T> | null, timeoutMs = 5000, what = 'frame'): Promise<T> {
-    let out: Decoded<T> | null = null;
-    await this.waitUntil(
-      () => {
-        out = decode(this.received.subarray(this.consumed));
-        return out !== null || this.closed;
-      },
-      timeoutMs,
-      what,
-    );
-    const got = out as Decoded<T> | null;
-    if (!got) throw new Error(`connection closed before a complete ${what}; ${this.describe()}`);
-    this.consumed += got.size;
-    return got.value;
-  }
-
-  /** Bytes received and not yet consumed by read(). */
-  get unread(): Buffer {
-    return this.received.subarray(this.consumed);
-  }
-
-  write(data: Buffer): void {
-    if (!this.socket.destroyed) this.socket.write(data);
-  }
-
-  /** Resolves once the socket is fully closed; rejects after timeoutMs. */
-  async waitClosed(timeoutMs: number): Promise<void> {
-    await this.waitUntil(() => this.closed, timeoutMs, 'the connection to close');
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-    this.tcp.destroy();
-  }
-
-  /** Kills the connection with a TCP RST (no close_notify, no FIN). */
-  reset(): void {
-    if (!this.tcp.destroyed) this.tcp.resetAndDestroy();
-    this.socket.destroy();
-  }
+export async function startEnv(
+  tmp: TempDirs,
+  pki: Pki,
+  prefix: string,
+  opts: { storage?: Record<string, unknown>; server?: Record<string, unknown> } = {},
+): Promise<Env> {
+  const dir = await tmp.make(prefix);
+  const store = join(dir, 'store');
+  const main = { base_dir: store, max_backups: 3, ...opts.storage } as StorageSpec;
+  await writeServerConfig(join(dir, 'server.yaml'), pki, { main }, opts.server ?? {});
+  const server = await startServer(join(dir, 'server.yaml'));
+  return { dir, store, server };
 }
 
-export function rawConnect(o: RawOptions): RawClient {
-  return new RawClient(o);
-}
-
-/** A raw PING health check with a valid certificate; resolves with the pong. */
-export async function rawHealth(port: number, pki: Pki, agent = 'agent-a'): Promise<HealthPong> {
-  const c = rawConnect({ port, ca: pki.caCert, cert: pki.agents[agent].cert, key: pki.agents[agent].key });
-  try {
-    await c.connected();
-    c.write(encodeHealthPing());
-    return await c.read(decodeHealthPong, 5000, 'health answer');
-  } finally {
-    c.destroy();
-  }
-}
+// ─── the store ─────────────────────────────────────────────────────────────────────────────
 
 /** Every file under `dir` (relative paths), recursively; [] if `dir` does not exist. */
 export async function listFilesRecursive(dir: string): Promise<string[]> {
@@ -287,6 +190,29 @@ export async function listFilesRecursive(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/** Temporary files (`*.tmp`, staging files included) under `dir`, as relative paths. */
+export async function tmpFiles(dir: string): Promise<string[]> {
+  return (await listFilesRecursive(dir)).filter((f) => f.endsWith('.tmp'));
+}
+
+/**
+ * Resolves once the temporary file of session `sessionId` in `dir` (the backup's folder) holds at
+ * least `bytes` bytes, i.e. the server has received and written them; rejects after timeoutMs.
+ */
+export async function waitForTempBytes(dir: string, sessionId: string, bytes: number, timeoutMs = 5000): Promise<void> {
+  let size = 0;
+  await waitUntilAsync(
+    async () => {
+      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId));
+      size = name ? await stat(join(dir, name)).then((st) => st.size, () => 0) : 0;
+      return size >= bytes;
+    },
+    timeoutMs,
+    `${bytes} bytes in the temporary file of session ${sessionId}`,
+    async () => `it holds ${size}; files in ${dir}: ${JSON.stringify(await listFilesRecursive(dir))}`,
+  );
+}
+
 /** Committed backups (`<timestamp>.tar.gz`) in a directory, sorted by name (= by time). */
 export async function committedBackups(dir: string): Promise<string[]> {
   let names: string[];
@@ -299,16 +225,80 @@ export async function committedBackups(dir: string): Promise<string[]> {
   return names.filter((n) => /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/.test(n)).sort();
 }
 
-/** Polls `pred` every 25 ms until true or timeoutMs; returns its last value. */
-export async function pollUntil(pred: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await pred()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, 25));
-  }
+// ─── restore and compare ───────────────────────────────────────────────────────────────────
+
+export interface TarTimeouts {
+  /** Bound for gzip -t and for GNU tar (default: the helpers' own, 120 s). */
+  timeoutMs?: number;
 }
 
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+/** gzip -t `archive`, then extract it with GNU tar into `into` (absolute member names land below it). */
+export async function restoreArchive(archive: string, into: string, o: TarTimeouts = {}): Promise<void> {
+  await gzipTest(archive, { timeoutMs: o.timeoutMs });
+  await gnuTarExtract(archive, into, { timeoutMs: o.timeoutMs });
+}
+
+/** Where a source path lands in a restore into `into` (member names are the path less its "/"). */
+export function restoredPath(into: string, source: string): string {
+  return join(into, source.replace(/^\/+/, ''));
+}
+
+/** restoreArchive, then the restore must equal `tree` less its excluded paths, hard links kept. */
+export async function restoreAndCompare(archive: string, tree: TreeInfo, into: string, o: TarTimeouts = {}): Promise<void> {
+  await restoreArchive(archive, into, o);
+  await assertTreesEqual(tree.root, restoredPath(into, tree.root), { excludedPaths: tree.excludedPaths, hardLinkGroups: tree.hardLinkGroups });
+}
+
+/**
+ * The store of `env` holds exactly one committed backup of agent-a/app; it restores `tree` exactly
+ * (into env.dir/restore) and no temporary or staging file is left. With `onlyFile`, the store must
+ * hold nothing else at all.
+ */
+export async function restoreTheBackup(env: Env, tree: TreeInfo, o: { onlyFile?: boolean } = {}): Promise<{ file: string; size: number }> {
+  const backupDir = join(env.store, 'agent-a', 'app');
+  const files = (await committedBackups(backupDir)).map((f) => join(backupDir, f));
+  assert.equal(files.length, 1, `exactly one committed backup, got ${files.join(', ')}`);
+  await restoreAndCompare(files[0], tree, join(env.dir, 'restore'));
+  const all = await listFilesRecursive(env.store);
+  assert.deepEqual(
+    all.filter((f) => f.endsWith('.tmp') || f.includes('staging')),
+    [],
+    'no temporary or staging file left',
+  );
+  if (o.onlyFile) assert.deepEqual(all, [`agent-a/app/${files[0].slice(backupDir.length + 1)}`], 'nothing but the committed file');
+  return { file: files[0], size: statSync(files[0]).size };
+}
+
+// ─── an agent's result ─────────────────────────────────────────────────────────────────────
+
+/** An agent (or CLI) run for an assertion message: status, then the last 200 lines of its output. */
+export function showRun(r: AgentResult): string {
+  const tail = (s: string) => s.split('\n').slice(-200).join('\n');
+  return `exit ${r.code} signal ${r.signal} timedOut ${r.timedOut} after ${r.durationMs} ms\n--- stdout ---\n${tail(r.stdout)}\n--- stderr ---\n${tail(r.stderr)}`;
+}
+
+/** The log lines whose msg is `msg`. */
+export function logsWith(logs: LogLine[], msg: string): LogLine[] {
+  return logs.filter((l) => l.msg === msg);
+}
+
+/** The one log line whose msg is `msg`; `context` goes into the assertion message. */
+export function oneLog(logs: LogLine[], msg: string, context: string): LogLine {
+  const found = logsWith(logs, msg);
+  assert.equal(found.length, 1, `expected exactly one "${msg}" log line, got ${found.length}; ${context}`);
+  return found[0];
+}
+
+// ─── the server's state ────────────────────────────────────────────────────────────────────
+
+/** The last `lines` lines the server printed, for an assertion message. */
+export function serverTail(server: ServerHandle, lines = 80): string {
+  return `--- server output (last ${lines} lines) ---\n${server.output().slice(-lines).join('\n')}`;
+}
+
+/** The server never hit an internal error (cmd/ logs unhandled rejections and serves on) and still runs. */
+export function assertNoInternalError(server: ServerHandle): void {
+  const bad = server.logs().filter((l) => typeof l.msg === 'string' && l.msg.startsWith('internal error'));
+  assert.deepEqual(bad, [], `the server logged internal errors\n${serverTail(server, 30)}`);
+  assert.equal(server.proc.exitCode, null, `the server is still running\n${serverTail(server, 30)}`);
 }

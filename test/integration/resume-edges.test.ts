@@ -8,192 +8,74 @@
  * speaks the frames of protocol/frames.ts.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { AckStatus, FinalStatus, ResumeStatus, TRAILER_SIZE } from '../../protocol/constants.js';
-import {
-  decodeAck,
-  decodeResumeAck,
-  decodeServerDataMessage,
-  encodeHandshake,
-  encodeResume,
-  encodeSingleMode,
-  encodeTrailer,
-  type ServerDataMessage,
-} from '../../protocol/frames.js';
+import { decodeResumeAck, encodeHandshake, encodeResume, encodeSingleMode } from '../../protocol/frames.js';
 import { MIN_CHUNK_SIZE } from '../../protocol/constants.js';
 import { RESUME_BUFFER_MIN } from '../../src/config/schema.js';
-import { assertTreesEqual } from '../helpers/compare.js';
-import { makePki, type Pki } from '../helpers/pki.js';
-import { runAgent, startServer, writeYaml, type AgentResult, type LogLine, type ServerHandle } from '../helpers/proc.js';
-import { gnuTarExtract, gzipTest } from '../helpers/tar.js';
+import type { Pki } from '../helpers/pki.js';
+import { runAgent, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { startTlsProxy, tlsProxyMaterial, type TlsConnPlan, type TlsProxy } from '../helpers/tls-proxy.js';
-import { makeTree, randomBytesSeeded } from '../helpers/tree.js';
-import {
-  agentConfigObject,
-  committedBackups,
-  listFilesRecursive,
-  pollUntil,
-  rawConnect,
-  writeServerConfig,
-  type RawClient,
-} from './harness.js';
+import { randomBytesSeeded, type TreeInfo } from '../helpers/tree.js';
+import { pollUntil } from '../helpers/wait.js';
+import { committedBackups, logsWith, makeSource, makeWorkspace, oneLog, restoreTheBackup, startEnv, tmpFiles, writeAppAgentYaml } from './harness.js';
+import { parseServerMessages, rawAgent, rawHandshake, readUntilFinal, sha256, trailerFor, type RawClient } from './raw-client.js';
 
 const tmp = new TempDirs();
 let pki: Pki;
-let src: string;
-let tree: Awaited<ReturnType<typeof makeTree>>;
+let tree: TreeInfo;
 const MiB = 1024 * 1024;
 
 before(async () => {
-  const dir = await tmp.make('nbk-redge-');
-  pki = await makePki(path.join(dir, 'pki'), { agents: ['agent-a'] });
-  src = path.join(dir, 'src');
-  tree = await makeTree(src);
+  const ws = await makeWorkspace(tmp, 'nbk-redge-', ['agent-a']);
+  pki = ws.pki;
   // 8 MiB that does not compress: a compressed stream of ~12 MB, long enough to cut well past a
   // 1 MiB ring buffer, short enough to keep the file fast.
-  fs.mkdirSync(path.join(src, 'bulk'));
-  for (let i = 0; i < 2; i++) fs.writeFileSync(path.join(src, 'bulk', `r${i}.bin`), randomBytesSeeded(4 * MiB, 200 + i));
+  tree = await makeSource(path.join(ws.work, 'src'), { files: 2, size: 4 * MiB, seed: 200 });
 });
 after(() => tmp.cleanup());
 
 // ─── shared set-up ────────────────────────────────────────────────────────────────────────────
 
-async function setup(name: string): Promise<{ dir: string; store: string; server: ServerHandle }> {
-  const dir = await tmp.make(`nbk-redge-${name}-`);
-  const store = path.join(dir, 'store');
-  await writeServerConfig(path.join(dir, 'server.yaml'), pki, { main: { base_dir: store, max_backups: 3 } });
-  const server = await startServer(path.join(dir, 'server.yaml'));
-  return { dir, store, server };
-}
+const setup = (name: string) => startEnv(tmp, pki, `nbk-redge-${name}-`);
 
 async function proxyFor(server: ServerHandle, plan: TlsConnPlan[]): Promise<TlsProxy> {
   return startTlsProxy({ target: { host: '127.0.0.1', port: server.port }, tls: tlsProxyMaterial(pki, 'agent-a'), plan });
 }
 
-async function agentYaml(dir: string, port: number, extra: Record<string, unknown>): Promise<string> {
-  const cfg = agentConfigObject(pki, 'agent-a', port, [{ name: 'app', storage: 'main', sources: [src], exclude: tree.excludes }]);
-  Object.assign(cfg, extra);
-  const file = path.join(dir, 'agent.yaml');
-  await writeYaml(file, cfg);
-  return file;
-}
-
 const RETRY = { max_attempts: 6, initial_delay: '100ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '5s' };
 
-async function tmpFiles(store: string): Promise<string[]> {
-  return (await listFilesRecursive(store)).filter((f) => f.endsWith('.tmp'));
-}
-
-/** Exactly one committed backup of agent-a/app, gzip-valid, restoring the source exactly; no .tmp left. */
-async function restoreAndCompare(store: string, dir: string): Promise<string> {
-  const backupDir = path.join(store, 'agent-a', 'app');
-  const files = (await committedBackups(backupDir)).map((f) => path.join(backupDir, path.basename(f)));
-  assert.equal(files.length, 1, `exactly one committed backup, got ${files.join(', ')}`);
-  await gzipTest(files[0]);
-  const out = path.join(dir, 'restore');
-  await gnuTarExtract(files[0], out);
-  await assertTreesEqual(src, path.join(out, src.slice(1)), { excludedPaths: tree.excludedPaths, hardLinkGroups: tree.hardLinkGroups });
-  assert.deepEqual(await tmpFiles(store), []);
-  return files[0];
-}
-
-function agentLog(run: AgentResult, msg: string): LogLine[] {
-  return run.logs.filter((l) => l.msg === msg);
-}
-
-function oneLog(lines: LogLine[], what: string, all: string): LogLine {
-  assert.equal(lines.length, 1, `expected exactly one "${what}" log line:\n${all}`);
-  return lines[0];
-}
-
-// ─── raw protocol client ──────────────────────────────────────────────────────────────────────
-
-function rawClient(port: number): RawClient {
-  const pair = pki.agents['agent-a'];
-  return rawConnect({ port, ca: pki.caCert, cert: pair.cert, key: pair.key });
-}
-
-/** NBKP handshake up to ACK GO; returns the session ID (the mode byte is the caller's). */
+/** NBKP handshake as agent-a up to ACK GO; returns the session ID (the mode byte is the caller's). */
 async function handshake(c: RawClient, backup: string): Promise<string> {
-  await c.connected();
-  c.write(encodeHandshake({ agent: 'agent-a', storage: 'main', backup }));
-  const ack = await c.read(decodeAck, 5000, 'ACK');
+  const ack = await rawHandshake(c, { agent: 'agent-a', backup });
   assert.equal(ack.status, AckStatus.GO, `ACK ${ack.status} ${ack.message}`);
   assert.match(ack.sessionId, /^[0-9a-f-]{36}$/);
   return ack.sessionId;
 }
 
-/** Writes `data` and resolves once it is handed to the kernel (bounded). */
-function writeFlushed(c: RawClient, data: Buffer, timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`write of ${data.length} bytes not flushed after ${timeoutMs} ms; ${c.describe()}`)), timeoutMs);
-    c.socket.write(data, (err) => {
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve();
-    });
-  });
-}
-
-/** The complete server data messages (SACKs, Final ACK) in `buf`, without consuming anything. */
-function parseMessages(buf: Buffer): ServerDataMessage[] {
-  const out: ServerDataMessage[] = [];
-  let at = 0;
-  for (;;) {
-    const d = decodeServerDataMessage(buf.subarray(at));
-    if (!d) return out;
-    out.push(d.value);
-    at += d.size;
-  }
-}
-
-/**
- * Reads SACKs until the Final ACK (at most `maxMessages`, each within timeoutMs). `final` is null
- * when the server closed the connection cleanly without one.
- */
-async function readUntilFinal(c: RawClient, maxMessages = 10_000, timeoutMs = 15_000): Promise<{ sacks: number[]; final: number | null }> {
-  const sacks: number[] = [];
-  for (let i = 0; i < maxMessages; i++) {
-    let m: ServerDataMessage;
-    try {
-      m = await c.read(decodeServerDataMessage, timeoutMs, `SACK or Final ACK (after ${sacks.length} SACKs)`);
-    } catch (err) {
-      if (c.closed && c.unread.length === 0 && !c.error) return { sacks, final: null };
-      throw err;
-    }
-    if (m.type === 'final') return { sacks, final: m.status };
-    sacks.push(m.offset);
-  }
-  throw new Error(`no Final ACK within ${maxMessages} messages`);
-}
-
-function sha256(b: Buffer): Buffer {
-  return createHash('sha256').update(b).digest();
-}
-
 // ─── a. cut inside the trailer (real agent) ──────────────────────────────────────────────────
 
 test('a cut inside the trailer: the agent resumes and resends only the missing trailer bytes', { timeout: 60_000 }, async () => {
-  const { dir, store, server } = await setup('trailer');
+  const env = await setup('trailer');
+  const { server } = env;
   // The server gets everything but the last 20 plaintext bytes, i.e. all the data and 24 of the
   // 44 trailer bytes; at the agent's half-close both sides are reset.
   const proxy = await proxyFor(server, [{ holdBackAtClientEnd: 20 }]);
   try {
-    const cfg = await agentYaml(dir, proxy.port, { retry: RETRY, resume: { buffer_size: '16mb', chunk_size: '1mb' } });
+    const cfg = await writeAppAgentYaml(env.dir, pki, proxy.port, tree, { retry: RETRY, resume: { buffer_size: '16mb', chunk_size: '1mb' } });
     const run = await runAgent(['--config', cfg, '--once'], { timeoutMs: 45_000 });
     const all = run.stdout + run.stderr;
     assert.equal(run.code, 0, all);
-    const file = await restoreAndCompare(store, dir);
+    const { file } = await restoreTheBackup(env, tree);
     const size = fs.statSync(file).size;
 
     // The proxy's view: the first connection carried handshake + mode + data + 24 trailer bytes.
     assert.equal(proxy.connections, 2, `connections: ${proxy.conns.map((c) => `${c.kind}:${c.state}`).join(', ')}`);
     const [first, second] = proxy.conns;
-    const session = String(oneLog(agentLog(run, 'backup started'), 'backup started', all).session);
+    const session = String(oneLog(run.logs, 'backup started', all).session);
     const hsLen = encodeHandshake({ agent: 'agent-a', storage: 'main', backup: 'app' }).length;
     assert.equal(first.kind, 'NBKP');
     assert.equal(first.state, 'reset');
@@ -218,16 +100,16 @@ test('a cut inside the trailer: the agent resumes and resends only the missing t
     assert.equal(srvResumed.length, 1, server.output().join('\n'));
     assert.equal(Number(srvResumed[0].lastOffset), size + 24);
     assert.ok(Number(srvResumed[0].lastOffset) > size);
-    const agResumed = oneLog(agentLog(run, 'session resumed'), 'session resumed', all);
+    const agResumed = oneLog(run.logs, 'session resumed', all);
     assert.equal(Number(agResumed.lastOffset), size + 24);
     assert.equal(Number(agResumed.resending), 20);
 
-    const committed = oneLog(agentLog(run, 'backup committed'), 'backup committed', all);
+    const committed = oneLog(run.logs, 'backup committed', all);
     assert.equal(committed.bytes, size);
     assert.equal(committed.reconnects, 1);
     assert.equal(committed.bytesResent, 20);
     assert.equal(committed.bytesSent, size + TRAILER_SIZE + 20, 'every body byte once, plus the 20 trailer bytes again');
-    assert.equal(agentLog(run, 'starting a new session from the beginning').length, 0, 'no restart from zero');
+    assert.equal(logsWith(run.logs, 'starting a new session from the beginning').length, 0, 'no restart from zero');
     const srvCommitted = server.logs().filter((l) => l.msg === 'session committed');
     assert.equal(srvCommitted.length, 1);
     assert.equal(srvCommitted[0].resumes, 1);
@@ -241,11 +123,12 @@ test('a cut inside the trailer: the agent resumes and resends only the missing t
 // ─── b. the resume offset has left the ring buffer (real agent) ──────────────────────────────
 
 test('a resume offset that has left the ring buffer: the agent says so and starts a new session', { timeout: 60_000 }, async () => {
-  const { dir, store, server } = await setup('ring');
+  const env = await setup('ring');
+  const { store, server } = env;
   const cut = 6_000_000; // plaintext bytes on the first connection: ~6x the ring buffer
   const proxy = await proxyFor(server, [{ resetAfterPlaintextBytes: cut }, { rewriteResumeOffset: 0 }]);
   try {
-    const cfg = await agentYaml(dir, proxy.port, {
+    const cfg = await writeAppAgentYaml(env.dir, pki, proxy.port, tree, {
       retry: RETRY,
       resume: { buffer_size: RESUME_BUFFER_MIN, chunk_size: MIN_CHUNK_SIZE },
     });
@@ -253,7 +136,7 @@ test('a resume offset that has left the ring buffer: the agent says so and start
     const all = run.stdout + run.stderr;
     assert.equal(run.code, 0, all);
 
-    const restart = oneLog(agentLog(run, 'starting a new session from the beginning'), 'starting a new session', all);
+    const restart = oneLog(run.logs, 'starting a new session from the beginning', all);
     assert.match(String(restart.reason), /resume offset 0 has already left the ring buffer/);
     assert.match(String(restart.reason), /buffer_size is too small/);
 
@@ -274,10 +157,10 @@ test('a resume offset that has left the ring buffer: the agent says so and start
     // The store ends with one committed file and no temporary file (the superseded session's
     // is deleted by the server; give it a few seconds).
     assert.ok(await pollUntil(async () => (await tmpFiles(store)).length === 0, 5000), `left: ${(await tmpFiles(store)).join(', ')}`);
-    const file = await restoreAndCompare(store, dir);
+    const { file } = await restoreTheBackup(env, tree);
     assert.ok(fs.statSync(file).size > cut + 2 * MiB, 'the stream is long enough for the cut to matter');
 
-    const sessions = agentLog(run, 'backup started').map((l) => String(l.session));
+    const sessions = logsWith(run.logs, 'backup started').map((l) => String(l.session));
     assert.equal(sessions.length, 2, all);
     assert.notEqual(sessions[0], sessions[1]);
     const discarded = server.logs().filter((l) => l.msg === 'session discarded');
@@ -299,26 +182,26 @@ test('a resume offset that has left the ring buffer: the agent says so and start
 test('server: a connection cut inside the trailer resumes at the bytes written, and commits the data exactly', { timeout: 60_000 }, async () => {
   const { store, server } = await setup('raw-trailer');
   const D = randomBytesSeeded(2 * MiB, 31);
-  const body = Buffer.concat([D, encodeTrailer({ sha256: sha256(D), size: D.length })]);
-  const c1 = rawClient(server.port);
+  const body = Buffer.concat([D, trailerFor(D)]);
+  const c1 = rawAgent(server.port, pki);
   let c2: RawClient | undefined;
   try {
     const sessionId = await handshake(c1, 'rawtrailer');
-    await writeFlushed(c1, Buffer.concat([encodeSingleMode(), body.subarray(0, D.length + 20)]));
+    await c1.writeFlushed(Buffer.concat([encodeSingleMode(), body.subarray(0, D.length + 20)]));
     // Let the server catch up before the cut, so the test does not depend on how fast it reads:
     // the reference server acknowledges a quiet stream after 250 ms; if it never does, 3 s are
     // plenty for 2 MiB on loopback anyway.
     await c1
-      .waitUntil(() => parseMessages(c1.unread).some((m) => m.type === 'sack' && m.offset >= D.length + 20), 3000, 'a SACK of everything')
+      .waitUntil(() => parseServerMessages(c1.unread).some((m) => m.type === 'sack' && m.offset >= D.length + 20), 3000, 'a SACK of everything')
       .catch(() => undefined);
-    const sacks1 = parseMessages(c1.unread).map((m) => {
+    const sacks1 = parseServerMessages(c1.unread).map((m) => {
       assert.equal(m.type, 'sack', 'only SACKs before the trailer is complete');
       return m.type === 'sack' ? m.offset : -1;
     });
     c1.destroy();
     await c1.waitClosed(5000);
 
-    c2 = rawClient(server.port);
+    c2 = rawAgent(server.port, pki);
     await c2.connected();
     c2.write(encodeResume({ sessionId, agent: 'agent-a', storage: 'main' }));
     const ra = await c2.read(decodeResumeAck, 5000, 'ResumeACK');
@@ -357,14 +240,14 @@ test('server: a connection cut inside the trailer resumes at the bytes written, 
 test('server: SACKs continue after the half-close, up to at least the data size, before the Final ACK', { timeout: 60_000 }, async () => {
   const { store, server } = await setup('raw-sack');
   const data = randomBytesSeeded(3 * MiB, 41);
-  const trailer = encodeTrailer({ sha256: sha256(data), size: data.length });
+  const trailer = trailerFor(data);
   const rounds = 8;
   const started = Date.now();
   try {
     for (let i = 0; i < rounds; i++) {
       assert.ok(Date.now() - started < 40_000, `round ${i} started after ${Date.now() - started} ms`);
       const backup = `sack${i}`;
-      const c = rawClient(server.port);
+      const c = rawAgent(server.port, pki);
       try {
         await handshake(c, backup);
         // Mode byte, 3 MiB of data and the trailer in one write, and the half-close right after.
@@ -402,10 +285,10 @@ test('server: a bad trailer after the half-close SACKs is still answered CHECKSU
       const data = randomBytesSeeded(size, 51 + i);
       const badSha = sha256(data);
       badSha[0] ^= 0xff;
-      const c = rawClient(server.port);
+      const c = rawAgent(server.port, pki);
       try {
         await handshake(c, backup);
-        c.socket.write(Buffer.concat([encodeSingleMode(), data, encodeTrailer({ sha256: badSha, size })]));
+        c.socket.write(Buffer.concat([encodeSingleMode(), data, trailerFor(data, { sha: badSha })]));
         c.socket.end();
         const { sacks, final } = await readUntilFinal(c);
         // Spec §1: Final ACK 0x01 CHECKSUM_MISMATCH (file discarded). Without it the agent sees a

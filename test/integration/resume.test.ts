@@ -6,59 +6,26 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { assertTreesEqual } from '../helpers/compare.js';
-import { makePki, type Pki } from '../helpers/pki.js';
-import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
+import type { Pki } from '../helpers/pki.js';
+import { runAgent } from '../helpers/proc.js';
 import { startProxy } from '../helpers/proxy.js';
-import { gnuTarExtract, gzipTest } from '../helpers/tar.js';
 import { TempDirs } from '../helpers/tmp.js';
-import { makeTree, randomBytesSeeded } from '../helpers/tree.js';
-import { agentConfigObject, committedBackups, listFilesRecursive, writeServerConfig } from './harness.js';
+import type { TreeInfo } from '../helpers/tree.js';
+import { makeSource, makeWorkspace, restoreTheBackup, startEnv, writeAppAgentYaml } from './harness.js';
 
 const tmp = new TempDirs();
 let pki: Pki;
-let src: string;
-let tree: Awaited<ReturnType<typeof makeTree>>;
+let tree: TreeInfo;
 
 before(async () => {
-  const dir = await tmp.make('nbk-resume-');
-  pki = await makePki(path.join(dir, 'pki'), { agents: ['agent-a'] });
-  src = path.join(dir, 'src');
-  tree = await makeTree(src);
+  const ws = await makeWorkspace(tmp, 'nbk-resume-', ['agent-a']);
+  pki = ws.pki;
   // ~24 MiB that does not compress, so the stream is long enough to cut three times.
-  fs.mkdirSync(path.join(src, 'bulk'));
-  for (let i = 0; i < 3; i++) fs.writeFileSync(path.join(src, 'bulk', `r${i}.bin`), randomBytesSeeded(8 * 1024 * 1024, 100 + i));
+  tree = await makeSource(path.join(ws.work, 'src'), { files: 3, size: 8 * 1024 * 1024, seed: 100 });
 });
 after(() => tmp.cleanup());
 
-async function setup(name: string, serverExtra: Record<string, unknown> = {}): Promise<{ dir: string; store: string; server: ServerHandle }> {
-  const dir = await tmp.make(`nbk-resume-${name}-`);
-  const store = path.join(dir, 'store');
-  await writeServerConfig(path.join(dir, 'server.yaml'), pki, { main: { base_dir: store, max_backups: 3 } }, serverExtra);
-  const server = await startServer(path.join(dir, 'server.yaml'));
-  return { dir, store, server };
-}
-
-async function agentYaml(dir: string, port: number, extra: Record<string, unknown>): Promise<string> {
-  const cfg = agentConfigObject(pki, 'agent-a', port, [{ name: 'app', storage: 'main', sources: [src], exclude: tree.excludes }]);
-  Object.assign(cfg, extra);
-  const file = path.join(dir, 'agent.yaml');
-  await writeYaml(file, cfg);
-  return file;
-}
-
-async function restoreAndCompare(store: string, dir: string): Promise<string> {
-  const backupDir = path.join(store, 'agent-a', 'app');
-  const files = (await committedBackups(backupDir)).map((f) => path.join(backupDir, path.basename(f)));
-  assert.equal(files.length, 1, `exactly one committed backup, got ${files.join(', ')}`);
-  await gzipTest(files[0]);
-  const out = path.join(dir, 'restore');
-  await gnuTarExtract(files[0], out);
-  await assertTreesEqual(src, path.join(out, src.slice(1)), { excludedPaths: tree.excludedPaths, hardLinkGroups: tree.hardLinkGroups });
-  const leftovers = (await listFilesRecursive(store)).filter((f) => f.endsWith('.tmp'));
-  assert.deepEqual(leftovers, []);
-  return files[0];
-}
+const setup = (name: string) => startEnv(tmp, pki, `nbk-resume-${name}-`);
 
 function committedLog(stdout: string): Record<string, number> {
   const line = stdout.split('\n').find((l) => l.includes('"backup committed"'));
@@ -67,19 +34,20 @@ function committedLog(stdout: string): Record<string, number> {
 }
 
 test('three resets at different offsets: resumed each time, nothing restarted from zero, restore exact', async () => {
-  const { dir, store, server } = await setup('cuts');
+  const env = await setup('cuts');
+  const { server } = env;
   const proxy = await startProxy({
     target: { host: '127.0.0.1', port: server.port },
     plan: [{ resetAfterBytes: 3_000_000 }, { resetAfterBytes: 7_000_000 }, { resetAfterBytes: 5_000_000 }],
   });
   try {
-    const cfg = await agentYaml(dir, proxy.port, {
+    const cfg = await writeAppAgentYaml(env.dir, pki, proxy.port, tree, {
       retry: { max_attempts: 6, initial_delay: '100ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '5s' },
       resume: { buffer_size: '64mb', chunk_size: '1mb' },
     });
     const run = await runAgent(['--config', cfg, '--once'], { timeoutMs: 120_000 });
     assert.equal(run.code, 0, run.stderr + run.stdout);
-    const file = await restoreAndCompare(store, dir);
+    const { file } = await restoreTheBackup(env, tree);
     const archive = fs.statSync(file).size;
     const log = committedLog(run.stdout);
     assert.equal(log.bytes, archive);
@@ -102,17 +70,18 @@ test('three resets at different offsets: resumed each time, nothing restarted fr
 });
 
 test('a stalled link (no reset, nothing forwarded) is detected by the read timeout and resumed', async () => {
-  const { dir, store, server } = await setup('stall');
+  const env = await setup('stall');
+  const { server } = env;
   const proxy = await startProxy({ target: { host: '127.0.0.1', port: server.port }, plan: [{ stallAfterBytes: 4_000_000 }] });
   try {
-    const cfg = await agentYaml(dir, proxy.port, {
+    const cfg = await writeAppAgentYaml(env.dir, pki, proxy.port, tree, {
       retry: { max_attempts: 4, initial_delay: '100ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '2s' },
     });
     const started = Date.now();
     const run = await runAgent(['--config', cfg, '--once'], { timeoutMs: 60_000 });
     assert.equal(run.code, 0, run.stderr + run.stdout);
     assert.ok(Date.now() - started < 30_000);
-    await restoreAndCompare(store, dir);
+    await restoreTheBackup(env, tree);
     assert.equal(committedLog(run.stdout).reconnects, 1);
     assert.ok(run.stdout.includes('no acknowledgement from the server'), 'the read timeout is what detected it');
   } finally {
