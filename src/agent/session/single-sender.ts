@@ -99,9 +99,13 @@ async function transmit(s: SingleSend, from: number): Promise<FinalStatus> {
       reportProgress(ctx, stats, ring);
     }
   })();
+  // Set once this connection's turn is over: a sender still waiting on the ring must not count
+  // (or write) bytes after the session has moved on to a new connection.
+  let over = false;
   const sender = (async (): Promise<void> => {
     for (;;) {
       await ring.waitForData(sent);
+      if (over || socket.destroyed) throw new NbackupError('network', 'connection closed while sending');
       if (sent >= ring.head && ring.ended) break;
       const view = ring.read(sent, SEND_SLICE);
       sent += view.length;
@@ -112,6 +116,7 @@ async function transmit(s: SingleSend, from: number): Promise<FinalStatus> {
       reportProgress(ctx, stats, ring);
     }
     await s.pipeline;
+    if (over || socket.destroyed) throw new NbackupError('network', 'connection closed before the trailer');
     const trailer = s.trailer();
     if (!trailer) throw new NbackupError('internal', 'pipeline ended without a trailer');
     const part = trailer.subarray(Math.max(0, sent - ring.head));
@@ -128,6 +133,7 @@ async function transmit(s: SingleSend, from: number): Promise<FinalStatus> {
   } catch (err) {
     throw watchdog.error ?? err;
   } finally {
+    over = true;
     watchdog.stop();
   }
 }
