@@ -73,7 +73,9 @@ test('a chunk waiting in memory is not stored until its turn comes', async () =>
   const { a, fd } = setup(1 << 20);
   let stored = false;
   const p = a.add(1, Buffer.alloc(100, 1)).then(() => (stored = true));
-  await new Promise((r) => setTimeout(r, 30));
+  // Every file operation queued so far has run (and a turn of the loop for their callbacks).
+  await a.settled();
+  await new Promise((r) => setImmediate(r));
   assert.equal(stored, false);
   await a.add(0, Buffer.alloc(100, 0));
   await p;

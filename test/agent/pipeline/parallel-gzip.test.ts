@@ -92,6 +92,7 @@ test('a slow consumer holds the producer back: never more than maxInFlight block
     maxInFlight: 3,
     blockSize: 64 * 1024,
     deliver: async () => {
+      // The scenario: a consumer slower than the compressor (not a synchronisation wait).
       await new Promise((r) => setTimeout(r, 5));
       outstanding--;
     },

@@ -30,11 +30,13 @@ test('a full ring blocks the writer until a release frees space (backpressure)',
   await ring.write(bytes(0, 64));
   let done = false;
   const pending = ring.write(bytes(64, 16)).then(() => (done = true));
-  await new Promise((r) => setTimeout(r, 20));
+  // The ring is pure memory: one turn of the event loop runs everything a write could do.
+  const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+  await turn();
   assert.equal(done, false, 'write must wait while the ring is full');
   assert.equal(ring.head, 64);
   ring.release(8); // frees 8: only part of the write fits
-  await new Promise((r) => setTimeout(r, 20));
+  await turn();
   assert.equal(done, false);
   assert.equal(ring.head, 72);
   ring.release(40);
