@@ -15,6 +15,13 @@
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-std=gnu11", "-Wno-sign-compare", "-Wno-unused-parameter"],
       "cflags!": ["-O3"]
+    },
+    {
+      "target_name": "nbackup_fs",
+      "sources": ["src/native/file-map.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter"],
+      "cflags!": ["-O3"]
     }
   ]
 }

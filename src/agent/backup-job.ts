@@ -68,6 +68,7 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
     codec,
     deliver: (out) => ring.write(out),
     onWarning: (w) => log.warn({ path: w.path }, w.message),
+    onNotice: (n) => log.info({ path: n.path }, n.message),
     signal: ctx.signal,
   }).then(
     (r) => {

@@ -11,8 +11,13 @@ import { Waiters } from './wait.js';
 
 /** Repository root: this file is compiled to dist/test/helpers/proc.js. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const SERVER_BIN = join(REPO_ROOT, 'dist', 'cmd', 'nbackup-server.js');
-export const AGENT_BIN = join(REPO_ROOT, 'dist', 'cmd', 'nbackup-agent.js');
+/**
+ * The CLIs under test. NBACKUP_BIN_DIR points the tests at another build's dist/cmd (to show
+ * that a test fails against an older commit, for instance).
+ */
+const BIN_DIR = process.env.NBACKUP_BIN_DIR ?? join(REPO_ROOT, 'dist', 'cmd');
+export const SERVER_BIN = join(BIN_DIR, 'nbackup-server.js');
+export const AGENT_BIN = join(BIN_DIR, 'nbackup-agent.js');
 
 export type LogLine = Record<string, unknown>;
 

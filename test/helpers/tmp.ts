@@ -2,6 +2,7 @@
  * Temporary directories for tests. Everything lives under os.tmpdir(); nothing is shared between
  * calls, so tests may run concurrently.
  */
+import { execFile } from 'node:child_process';
 import { chmod, lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,10 +23,16 @@ export async function removeTempDir(dir: string): Promise<void> {
     await rm(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // Paths longer than PATH_MAX: rm(1) walks them with directory handles.
+    if (code === 'ENAMETOOLONG') return removeWithRm(dir);
     if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ENOTEMPTY') throw err;
     await makeWritable(dir);
     await rm(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 });
   }
+}
+
+function removeWithRm(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => execFile('rm', ['-rf', '--', dir], (err) => (err ? reject(err) : resolve())));
 }
 
 async function makeWritable(dir: string): Promise<void> {

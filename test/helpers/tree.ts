@@ -154,6 +154,10 @@ export async function makeTree(rootArg: string): Promise<TreeInfo> {
   notable.cafe = 'unicode/café.txt';
   notable.japanese = 'unicode/日本語/ファイル.txt';
   notable.emoji = 'unicode/😀 emoji.txt';
+  // Names that are not UTF-8 (Latin-1 bytes): a file, and a directory with a file in it.
+  const bytesDir = Buffer.concat([Buffer.from(`${root}/bytes-`), Buffer.from([0xff])]);
+  await mkdir(bytesDir);
+  await writeFile(Buffer.concat([bytesDir, Buffer.from('/caf'), Buffer.from([0xe9]), Buffer.from('.txt')]), 'latin-1 name\n');
 
   // --- symlinks (never followed by a correct backup) -------------------------------------------
   await dir('links');

@@ -1,7 +1,5 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
+import { addonPath, addonProblem, loadAddon } from '../../native/addons.js';
 
 /**
  * Whole-block gzip compression on libuv's thread pool. Two codecs produce the same format (one
@@ -31,32 +29,14 @@ interface NativeAddon {
   bound(length: number): number;
 }
 
-/** Repository (or installed package) root: this file is dist/src/agent/pipeline/gzip-codec.js. */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
-export const NATIVE_ADDON_PATH = `${PACKAGE_ROOT}build/Release/nbackup_gzip.node`;
+export const NATIVE_ADDON_PATH = addonPath('nbackup_gzip');
 
-let native: NativeAddon | null | undefined;
-let nativeProblem = '';
-
-/** The native addon, or null (with `nativeGzipProblem()` saying why). */
 function loadNativeGzip(): NativeAddon | null {
-  if (native !== undefined) return native;
-  if (!existsSync(NATIVE_ADDON_PATH)) {
-    nativeProblem = `${NATIVE_ADDON_PATH} was not built (npm install runs node-gyp; it needs python3, make and a C compiler)`;
-    native = null;
-    return native;
-  }
-  try {
-    native = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as NativeAddon;
-  } catch (err) {
-    nativeProblem = `${NATIVE_ADDON_PATH} could not be loaded: ${(err as Error).message}`;
-    native = null;
-  }
-  return native;
+  return loadAddon<NativeAddon>('nbackup_gzip');
 }
 
 export function nativeGzipProblem(): string {
-  return nativeProblem;
+  return addonProblem('nbackup_gzip');
 }
 
 const libdeflateCodec = (addon: NativeAddon): GzipCodec => ({
@@ -90,7 +70,7 @@ export function selectGzipCodec(onFallback?: (why: string) => void): GzipCodec {
   if (wanted === 'zlib') return zlibCodec;
   const addon = loadNativeGzip();
   if (addon) return libdeflateCodec(addon);
-  onFallback?.(`libdeflate gzip is unavailable, using node:zlib (slower): ${nativeProblem}`);
+  onFallback?.(`libdeflate gzip is unavailable, using node:zlib (slower): ${nativeGzipProblem()}`);
   return zlibCodec;
 }
 

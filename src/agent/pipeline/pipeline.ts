@@ -18,6 +18,8 @@ export interface PipelineOptions {
   level: number;
   deliver: (compressed: Buffer) => Promise<void> | void;
   onWarning: (w: ScanWarning) => void;
+  /** Things worth saying that are not problems (a source that is a symlink). */
+  onNotice?: (n: ScanWarning) => void;
   /** Compression jobs in flight; default: one more than the CPU count. */
   maxInFlight?: number;
   /** Default: libdeflate when built, else node:zlib. */
@@ -56,7 +58,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     { push: (block) => gzip.push(block) },
     opts.onWarning,
   );
-  for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning })) {
+  for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
     if (opts.signal?.aborted) throw opts.signal.reason;
     await packer.add(entry);
   }

@@ -5,17 +5,23 @@ import { ExcludeMatcher } from './exclude.js';
 import type { TarEntryType } from './tar-header.js';
 
 /**
- * Walks the sources depth-first in name order, never following symlinks, and yields one entry per
- * thing to archive. Metadata comes from lstat; nothing is opened here.
+ * Walks the sources depth-first in byte order of names, never following symlinks inside a
+ * source, and yields one entry per thing to archive. Metadata comes from lstat; nothing is opened
+ * here but directories.
+ *
+ * Names are bytes: directory entries are read as Buffers and archived exactly, UTF-8 or not.
+ * Paths may be longer than the kernel's PATH_MAX: once a directory's path grows past ANCHOR_AT
+ * bytes, it is opened and the walk goes on below it through `/proc/self/fd/<fd>/…`, a short path
+ * to the same place, so no system call ever sees a path longer than PATH_MAX.
  *
  * The walk uses synchronous fs calls on purpose: for trees of many small files a per-call
  * thread-pool round trip costs ~15x the wall time (docs/design.md), and each call is short.
  */
 export interface ScanEntry {
-  /** Absolute path on disk. */
-  path: string;
-  /** Member name: the absolute path less its leading '/'. */
-  name: string;
+  /** How to reach the entry now: its absolute path, or a path through an open directory handle. */
+  access: Buffer;
+  /** Member name: the absolute path less its leading '/', exact bytes. */
+  name: Buffer;
   type: TarEntryType;
   stats: fs.Stats;
 }
@@ -28,10 +34,44 @@ export interface ScanWarning {
 export interface ScanOptions {
   exclude: readonly string[];
   onWarning: (w: ScanWarning) => void;
+  /** Things worth saying that are not problems (a source that is a symlink). */
+  onNotice?: (w: ScanWarning) => void;
 }
 
-function memberName(absPath: string): string {
-  return absPath.replace(/^\/+/, '');
+/** Past this many bytes, a directory is reached through a handle (PATH_MAX is 4096, a name ≤ 255). */
+const ANCHOR_AT = 3000;
+const SLASH = Buffer.from('/');
+const O_DIRECTORY = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
+
+/** An entry's path for messages: `/` and its member name. */
+export function describeEntry(e: { name: Buffer }): string {
+  return displayPath(Buffer.concat([SLASH, e.name]));
+}
+
+/** A path as text for people: valid UTF-8 as is, any other byte as \xNN. */
+function displayPath(bytes: Buffer): string {
+  const text = bytes.toString('utf8');
+  if (!text.includes('\uFFFD') || Buffer.from(text, 'utf8').equals(bytes)) return text;
+  let out = '';
+  for (let i = 0; i < bytes.length; ) {
+    const seq = utf8SequenceLength(bytes, i);
+    if (seq > 0) {
+      out += bytes.subarray(i, i + seq).toString('utf8');
+      i += seq;
+    } else {
+      out += `\\x${bytes[i].toString(16).padStart(2, '0')}`;
+      i++;
+    }
+  }
+  return out;
+}
+
+/** Length of the valid UTF-8 sequence starting at `i`, or 0 if there is none. */
+function utf8SequenceLength(b: Buffer, i: number): number {
+  const c = b[i];
+  const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+  if (n === 0 || i + n > b.length) return 0;
+  return Buffer.from(b.subarray(i, i + n).toString('utf8'), 'utf8').equals(b.subarray(i, i + n)) ? n : 0;
 }
 
 function entryType(st: fs.Stats): TarEntryType | 'socket' | null {
@@ -53,10 +93,28 @@ export function checkSources(sources: readonly string[]): void {
       fs.lstatSync(src);
     } catch (err) {
       const code = errnoCode(err);
-      const why = code === 'ENOENT' ? 'does not exist' : errorMessage(err);
-      throw new NbackupError('source', `source ${src} ${why}`);
+      throw new NbackupError('source', `source ${src} ${code === 'ENOENT' ? 'does not exist' : errorMessage(err)}`);
+    }
+    try {
+      fs.statSync(src);
+    } catch (err) {
+      const target = fs.readlinkSync(src);
+      throw new NbackupError('source', `source ${src} is a symlink to ${target}, which cannot be reached: ${errorMessage(err)}`);
     }
   }
+}
+
+interface Frame {
+  /** How to reach this directory now (absolute path or a /proc/self/fd path). */
+  access: Buffer;
+  /** Its member name. */
+  name: Buffer;
+  /** Relative to the source root, as text, for exclude patterns. */
+  rel: string;
+  names: Buffer[];
+  i: number;
+  /** The directory handle this frame opened, closed when the frame is done. */
+  anchor: number | null;
 }
 
 export function* scanSources(sources: readonly string[], opts: ScanOptions): Generator<ScanEntry> {
@@ -71,65 +129,111 @@ export function* scanSources(sources: readonly string[], opts: ScanOptions): Gen
 }
 
 function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions): Generator<ScanEntry> {
-  const rootStat = lstatOrWarn(root, opts);
-  if (!rootStat) return;
-  const rootEntry = toEntry(root, rootStat, opts);
+  const rootBytes = Buffer.from(root, 'utf8');
+  const rootEntry = rootOf(root, rootBytes, opts);
   if (!rootEntry) return;
   yield rootEntry;
   if (rootEntry.type !== 'directory') return;
 
   // An explicit stack of open directory listings keeps memory to one listing per level.
-  const stack: { dir: string; rel: string; names: string[]; i: number }[] = [];
-  const open = (dir: string, rel: string): void => {
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch (err) {
-      opts.onWarning({ path: dir, message: `cannot list directory: ${errorMessage(err)}` });
-      return;
+  const stack: Frame[] = [];
+  try {
+    const first = openFrame(rootBytes, rootEntry.name, '', opts);
+    if (first) stack.push(first);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      if (top.i >= top.names.length) {
+        closeFrame(stack.pop()!);
+        continue;
+      }
+      const base = top.names[top.i++];
+      const rel = top.rel === '' ? base.toString('utf8') : `${top.rel}/${base.toString('utf8')}`;
+      if (matcher.excludes(rel)) continue;
+      const access = joinAccess(top.access, base);
+      const name = top.name.length === 0 ? base : Buffer.concat([top.name, SLASH, base]);
+      const st = lstatOrWarn(access, name, opts);
+      if (!st) continue;
+      const entry = toEntry(access, name, st, opts);
+      if (!entry) continue;
+      yield entry;
+      if (entry.type === 'directory') {
+        const frame = openFrame(access, name, rel, opts);
+        if (frame) stack.push(frame);
+      }
     }
-    names.sort();
-    stack.push({ dir, rel, names, i: 0 });
-  };
-  open(root, '');
-  while (stack.length > 0) {
-    const top = stack[stack.length - 1];
-    if (top.i >= top.names.length) {
-      stack.pop();
-      continue;
-    }
-    const name = top.names[top.i++];
-    const abs = top.dir === '/' ? `/${name}` : `${top.dir}/${name}`;
-    const rel = top.rel === '' ? name : `${top.rel}/${name}`;
-    if (matcher.excludes(rel)) continue;
-    const st = lstatOrWarn(abs, opts);
-    if (!st) continue;
-    const entry = toEntry(abs, st, opts);
-    if (!entry) continue;
-    yield entry;
-    if (entry.type === 'directory') open(abs, rel);
+  } finally {
+    for (const f of stack) closeFrame(f);
   }
 }
 
-function lstatOrWarn(p: string, opts: ScanOptions): fs.Stats | null {
+/** The source itself: a symlink to a directory (or file) is followed, with a notice. */
+function rootOf(root: string, rootBytes: Buffer, opts: ScanOptions): ScanEntry | null {
+  const name = Buffer.from(root.replace(/^\/+/, ''), 'utf8');
+  let st = lstatOrWarn(rootBytes, name, opts);
+  if (!st) return null;
+  if (st.isSymbolicLink()) {
+    let target: fs.Stats;
+    try {
+      target = fs.statSync(rootBytes);
+    } catch (err) {
+      opts.onWarning({ path: root, message: `is a symlink whose target cannot be reached (${errorMessage(err)}); only the link is archived` });
+      return toEntry(rootBytes, name, st, opts);
+    }
+    opts.onNotice?.({ path: root, message: `source is a symlink to ${fs.readlinkSync(root)}; backing up what it points to, under the name ${root}` });
+    st = target;
+  }
+  return toEntry(rootBytes, name, st, opts);
+}
+
+function joinAccess(dir: Buffer, base: Buffer): Buffer {
+  return dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([SLASH, base]) : Buffer.concat([dir, SLASH, base]);
+}
+
+/**
+ * Lists a directory. A directory whose path has grown long is opened first, and reached (with
+ * everything below it) through its handle from then on.
+ */
+function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions): Frame | null {
+  let anchor: number | null = null;
+  let reach = access;
   try {
-    return fs.lstatSync(p);
+    if (access.length > ANCHOR_AT) {
+      anchor = fs.openSync(access, O_DIRECTORY);
+      reach = Buffer.from(`/proc/self/fd/${anchor}`);
+    }
+    const names = fs.readdirSync(reach, { encoding: 'buffer' });
+    names.sort(Buffer.compare);
+    return { access: reach, name, rel, names, i: 0, anchor };
   } catch (err) {
-    const code = errnoCode(err);
-    opts.onWarning({ path: p, message: code === 'ENOENT' ? 'vanished before it could be read' : errorMessage(err) });
+    if (anchor !== null) fs.closeSync(anchor);
+    opts.onWarning({ path: describeEntry({ name }), message: `cannot list directory: ${errorMessage(err)}` });
     return null;
   }
 }
 
-function toEntry(p: string, st: fs.Stats, opts: ScanOptions): ScanEntry | null {
+function closeFrame(f: Frame): void {
+  if (f.anchor !== null) fs.closeSync(f.anchor);
+}
+
+function lstatOrWarn(access: Buffer, name: Buffer, opts: ScanOptions): fs.Stats | null {
+  try {
+    return fs.lstatSync(access);
+  } catch (err) {
+    const code = errnoCode(err);
+    opts.onWarning({ path: describeEntry({ name }), message: code === 'ENOENT' ? 'vanished before it could be read' : errorMessage(err) });
+    return null;
+  }
+}
+
+function toEntry(access: Buffer, name: Buffer, st: fs.Stats, opts: ScanOptions): ScanEntry | null {
   const type = entryType(st);
   if (type === 'socket') {
-    opts.onWarning({ path: p, message: 'is a socket; sockets are not archived' });
+    opts.onWarning({ path: describeEntry({ name }), message: 'is a socket; sockets are not archived' });
     return null;
   }
   if (type === null) {
-    opts.onWarning({ path: p, message: 'has an unknown file type; skipped' });
+    opts.onWarning({ path: describeEntry({ name }), message: 'has an unknown file type; skipped' });
     return null;
   }
-  return { path: p, name: memberName(p), type, stats: st };
+  return { access, name, type, stats: st };
 }

@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import { errnoCode, errorMessage } from '../../errors.js';
-import type { ScanEntry, ScanWarning } from './scanner.js';
-import { BLOCK, END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
+import { sparseMap, type Extent } from './file-map.js';
+import { describeEntry, type ScanEntry, type ScanWarning } from './scanner.js';
+import { END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
+import { encodeSparse } from './tar-sparse.js';
 
 /**
  * Turns scanned entries into a tar stream cut in fixed-size blocks. File data is read straight into
@@ -11,7 +13,8 @@ import { BLOCK, END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } f
  * Files are opened O_NOFOLLOW|O_NONBLOCK and re-checked with fstat, so a file swapped for a symlink
  * or FIFO between scan and read is never followed or blocked on. A file that shrinks while read is
  * padded with zeros and one that grows is cut at the size in its header — either way the archive
- * stays valid and a warning names the file.
+ * stays valid and a warning names the file. A file with holes is stored sparse (tar-sparse.ts):
+ * only its data regions are read and archived.
  */
 export interface BlockSink {
   /** Takes ownership of `block` (a view of `length` bytes); resolves when the packer may go on. */
@@ -36,7 +39,7 @@ const O_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O
 export class TarPacker {
   private block: Buffer;
   private pos = 0;
-  private readonly hardLinks = new Map<string, string>();
+  private readonly hardLinks = new Map<string, Buffer>();
   readonly stats: PackStats = { entries: 0, files: 0, bytesRead: 0, tarBytes: 0, warnings: 0 };
 
   constructor(
@@ -65,11 +68,11 @@ export class TarPacker {
         if ((await this.addFile(entry)) && st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
         return;
       case 'symlink': {
-        let target: string;
+        let target: Buffer;
         try {
-          target = fs.readlinkSync(entry.path);
+          target = fs.readlinkSync(entry.access, { encoding: 'buffer' });
         } catch (err) {
-          this.warn(entry.path, `symlink could not be read: ${errorMessage(err)}`);
+          this.warn(entry, `symlink could not be read: ${errorMessage(err)}`);
           return;
         }
         await this.header({ ...base, type: 'symlink', size: 0, linkname: target });
@@ -96,9 +99,9 @@ export class TarPacker {
     }
   }
 
-  private warn(path: string, message: string): void {
+  private warn(entry: ScanEntry, message: string): void {
     this.stats.warnings++;
-    this.onWarning({ path, message });
+    this.onWarning({ path: describeEntry(entry), message });
   }
 
   private async header(fields: TarHeaderFields): Promise<void> {
@@ -109,62 +112,75 @@ export class TarPacker {
   private async addFile(entry: ScanEntry): Promise<boolean> {
     let fd: number;
     try {
-      fd = fs.openSync(entry.path, O_FLAGS);
+      fd = fs.openSync(entry.access, O_FLAGS);
     } catch (err) {
       const code = errnoCode(err);
-      if (code === 'ENOENT') this.warn(entry.path, 'vanished before it could be read; skipped');
-      else if (code === 'ELOOP') this.warn(entry.path, 'was replaced by a symlink while scanning; skipped');
-      else this.warn(entry.path, `cannot be opened: ${errorMessage(err)}; skipped`);
+      if (code === 'ENOENT') this.warn(entry, 'vanished before it could be read; skipped');
+      else if (code === 'ELOOP') this.warn(entry, 'was replaced by a symlink while scanning; skipped');
+      else this.warn(entry, `cannot be opened: ${errorMessage(err)}; skipped`);
       return false;
     }
     try {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) {
-        this.warn(entry.path, 'is no longer a regular file; skipped');
+        this.warn(entry, 'is no longer a regular file; skipped');
         return false;
       }
       const size = st.size;
-      await this.header({
-        name: entry.name,
-        type: 'file',
-        mode: st.mode,
-        uid: st.uid,
-        gid: st.gid,
-        size,
-        mtime: st.mtimeMs / 1000,
-      });
-      this.stats.files++;
-      let done = 0;
-      while (done < size) {
-        if (this.pos === this.blockSize) await this.flush();
-        const want = Math.min(size - done, this.blockSize - this.pos);
-        let n: number;
-        try {
-          n = fs.readSync(fd, this.block, this.pos, want, done);
-        } catch (err) {
-          this.warn(entry.path, `read failed at byte ${done}: ${errorMessage(err)}; rest filled with zeros`);
-          n = 0;
-        }
-        if (n === 0) {
-          if (done < size) {
-            this.warn(entry.path, `shrank while being read (${size} bytes expected, ${done} read); padded with zeros`);
-            await this.zeros(size - done);
-          }
-          break;
-        }
-        this.pos += n;
-        done += n;
+      const member = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
+      const map = sparseMap(fd, st);
+      let regions: Extent[] = [{ offset: 0, length: size }];
+      let dataSize = size;
+      if (map) {
+        const sparse = encodeSparse({ ...member, realSize: size }, map);
+        this.stats.entries++;
+        await this.write(sparse.head);
+        regions = sparse.regions;
+        dataSize = sparse.dataAreaSize;
+      } else {
+        await this.header({ ...member, type: 'file', size });
       }
-      this.stats.bytesRead += done;
-      await this.zeros(padTo512(size) - size);
+      this.stats.files++;
+      for (const r of regions) {
+        const read = await this.copyRange(entry, fd, r.offset, r.length);
+        this.stats.bytesRead += read;
+        if (read < r.length) {
+          this.warn(entry, `shrank while being read (${size} bytes expected, data ended at ${r.offset + read}); padded with zeros`);
+          await this.zeros(r.length - read);
+        }
+      }
+      await this.zeros(padTo512(dataSize) - dataSize);
       const after = fs.fstatSync(fd);
       if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
-        this.warn(entry.path, `changed while being read (size ${size} → ${after.size}); archived as first seen`);
+        this.warn(entry, `changed while being read (size ${size} → ${after.size}); archived as first seen`);
       }
       return true;
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * Reads `length` bytes of `fd` from `offset` straight into the blocks; returns how many there
+   * were (fewer when the file shrank, or a read failed: a warning then says so).
+   */
+  private async copyRange(entry: ScanEntry, fd: number, offset: number, length: number): Promise<number> {
+    let done = 0;
+    while (done < length) {
+      if (this.pos === this.blockSize) await this.flush();
+      const want = Math.min(length - done, this.blockSize - this.pos);
+      let n: number;
+      try {
+        n = fs.readSync(fd, this.block, this.pos, want, offset + done);
+      } catch (err) {
+        this.warn(entry, `read failed at byte ${offset + done}: ${errorMessage(err)}; the rest is filled with zeros`);
+        return done;
+      }
+      if (n === 0) return done;
+      this.pos += n;
+      done += n;
+    }
+    return done;
   }
 
   private async flush(): Promise<void> {

@@ -79,7 +79,7 @@ test('a file that vanishes between scan and read is skipped with a warning', asy
   const blocks: Buffer[] = [];
   const packer = new TarPacker(BS, { take: () => Buffer.alloc(BS) }, { push: (b) => void blocks.push(Buffer.from(b)) }, (w) => warnings.push(w));
   for (const e of scanSources([src], { exclude: [], onWarning: (w) => warnings.push(w) })) {
-    if (e.name.endsWith('a.txt')) fs.rmSync(e.path);
+    if (e.name.toString().endsWith('a.txt')) fs.rmSync(e.access);
     await packer.add(e);
   }
   await packer.finish();
@@ -120,12 +120,12 @@ test('a hard link whose first name was skipped is stored as a regular file, not 
   const blocks: Buffer[] = [];
   const packer = new TarPacker(BS, { take: () => Buffer.alloc(BS) }, { push: (b) => void blocks.push(Buffer.from(b)) }, (w) => warnings.push(w));
   for (const e of scanSources([src], { exclude: [], onWarning: (w) => warnings.push(w) })) {
-    if (e.name.endsWith('a.txt')) {
+    if (e.name.toString().endsWith('a.txt')) {
       // Simulate the first name being unreadable at open time.
-      fs.chmodSync(e.path, 0o000);
-      const ent = { ...e, path: e.path + '-missing' };
+      fs.chmodSync(e.access, 0o000);
+      const ent = { ...e, access: Buffer.concat([e.access, Buffer.from('-missing')]) };
       await packer.add(ent);
-      fs.chmodSync(e.path, 0o644);
+      fs.chmodSync(e.access, 0o644);
       continue;
     }
     await packer.add(e);

@@ -1,0 +1,41 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Loads our N-API addons (built from src/native/ by `npm ci` through binding.gyp). Each is
+ * optional: a missing or unloadable addon is reported once, with why, and the caller falls back
+ * to plain Node.
+ */
+
+/** Repository (or installed package) root: this file is dist/src/native/addons.js. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export function addonPath(name: string): string {
+  return `${PACKAGE_ROOT}build/Release/${name}.node`;
+}
+
+const loaded = new Map<string, { addon: unknown; problem: string }>();
+
+/** The addon `name` (`build/Release/<name>.node`), or null with `addonProblem(name)` saying why. */
+export function loadAddon<T>(name: string): T | null {
+  let entry = loaded.get(name);
+  if (!entry) {
+    const file = addonPath(name);
+    if (!existsSync(file)) {
+      entry = { addon: null, problem: `${file} was not built (npm ci runs node-gyp; it needs python3, make and a C compiler)` };
+    } else {
+      try {
+        entry = { addon: createRequire(import.meta.url)(file), problem: '' };
+      } catch (err) {
+        entry = { addon: null, problem: `${file} could not be loaded: ${(err as Error).message}` };
+      }
+    }
+    loaded.set(name, entry);
+  }
+  return entry.addon as T | null;
+}
+
+export function addonProblem(name: string): string {
+  return loaded.get(name)?.problem ?? '';
+}
