@@ -30,7 +30,13 @@ export async function concludeSession(ctx: ServerContext, session: Session, sock
     return;
   }
   try {
-    const { file, removed } = await session.storage.commit(session.temp, result.dataSize);
+    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize);
+    if (clockBehindMs > 0) {
+      log.warn(
+        { ...sessionContext(session), behindS: Math.round(clockBehindMs / 1000), file },
+        'the server clock is behind the newest archive; the new archive is named just after it, so names keep their commit order',
+      );
+    }
     session.closed = true;
     registry.forget(session);
     if (session.mode === 'parallel') {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { nameProblem } from '../../protocol/names.js';
 import type { StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
+import { archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
 
 /**
  * One named storage: where an agent's backups land, how many are kept, and how much free space
@@ -19,16 +20,10 @@ export interface TempFile {
 }
 
 const TEMP_SUFFIX = '.tmp';
-const BACKUP_NAME = /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/;
 
 /** Where a parallel session spills out-of-order chunks: beside its temporary file, also swept as `.tmp`. */
 export function stagingPathOf(temp: TempFile): string {
   return temp.path.replace(/\.tar\.gz\.tmp$/, '.staging.tmp');
-}
-
-/** `2026-02-11T02-00-00-000`: UTC, sortable as text, no ':' so it is safe on every filesystem. */
-function backupTimestamp(date: Date): string {
-  return date.toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '');
 }
 
 export class Storage {
@@ -84,19 +79,23 @@ export class Storage {
    * Makes a verified temporary file a backup: cut it to the data size (the trailer is not part of
    * the archive), fsync, close, link it to its timestamp name, remove the temporary name, fsync the
    * directory, then rotate. `temp.fd` is -1 from the moment the descriptor is closed.
+   *
+   * The name is the commit time, or just after the newest archive when the clock is behind it
+   * (`clockBehindMs` then says by how much), so names sort in commit order; and rotation never
+   * removes the archive just committed.
    */
-  async commit(temp: TempFile, dataSize: number, now = new Date()): Promise<{ file: string; removed: string[] }> {
+  async commit(temp: TempFile, dataSize: number, now = Date.now()): Promise<{ file: string; removed: string[]; clockBehindMs: number }> {
     const dir = path.dirname(temp.path);
     await new Promise<void>((resolve, reject) => fs.ftruncate(temp.fd, dataSize, (err) => (err ? reject(err) : resolve())));
     await new Promise<void>((resolve, reject) => fs.fsync(temp.fd, (err) => (err ? reject(err) : resolve())));
     const fd = temp.fd;
     temp.fd = -1;
     await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
-    let when = now.getTime();
+    const { at, behindMs } = nextArchiveTime(await fs.promises.readdir(dir), now);
     let final = '';
     // Two sessions of one agent/backup cannot overlap (BUSY), but be safe against same-millisecond names.
-    for (let i = 0; i < 1000; i++, when++) {
-      final = path.join(dir, `${backupTimestamp(new Date(when))}.tar.gz`);
+    for (let i = 0, when = at; i < 1000; i++, when++) {
+      final = path.join(dir, archiveName(when));
       try {
         await fs.promises.link(temp.path, final);
         break;
@@ -108,8 +107,8 @@ export class Storage {
     if (!final) throw new NbackupError('storage', `no free backup name in ${dir}`);
     await fs.promises.unlink(temp.path);
     await fsyncDir(dir);
-    const removed = await this.rotate(dir);
-    return { file: final, removed };
+    const removed = await this.rotate(dir, path.basename(final));
+    return { file: final, removed, clockBehindMs: behindMs };
   }
 
   /** Closes (if still open) and deletes a temporary file that will not be committed. */
@@ -122,10 +121,10 @@ export class Storage {
     await fs.promises.rm(temp.path, { force: true });
   }
 
-  /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones. */
-  async rotate(dir: string): Promise<string[]> {
-    const names = (await fs.promises.readdir(dir)).filter((n) => BACKUP_NAME.test(n)).sort();
-    const excess = names.slice(0, Math.max(0, names.length - this.config.max_backups));
+  /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones, never `keep`. */
+  async rotate(dir: string, keep: string): Promise<string[]> {
+    const names = (await fs.promises.readdir(dir)).filter((n) => isArchiveName(n) && n !== keep).sort();
+    const excess = names.slice(0, Math.max(0, names.length - (this.config.max_backups - 1)));
     for (const n of excess) await fs.promises.rm(path.join(dir, n), { force: true });
     if (excess.length > 0) await fsyncDir(dir);
     return excess.map((n) => path.join(dir, n));

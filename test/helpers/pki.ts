@@ -33,6 +33,11 @@ export interface PkiOptions {
   agents: string[];
   /** Validity of the leaf certificates in days (default 30). */
   days?: number;
+  /**
+   * Issue everything as if it were this many days ago (openssl under faketime), for a peer whose
+   * clock is behind; `days` still counts from then.
+   */
+  backdateDays?: number;
 }
 
 const OPENSSL_TIMEOUT_MS = 15_000;
@@ -54,13 +59,14 @@ subjectKeyIdentifier = hash
 `;
 
 /** Runs openssl with the given arguments; rejects with its stderr on failure. */
-export function openssl(args: string[], opts: { cwd?: string; timeoutMs?: number } = {}): Promise<string> {
+export function openssl(args: string[], opts: { cwd?: string; timeoutMs?: number; backdateDays?: number } = {}): Promise<string> {
   const env = { ...process.env };
   delete env.OPENSSL_CONF; // only our explicit -config files count
+  const [command, argv] = opts.backdateDays ? ['faketime', ['-f', `-${opts.backdateDays}d`, 'openssl', ...args]] : ['openssl', args];
   return new Promise((resolvePromise, reject) => {
     execFile(
-      'openssl',
-      args,
+      command,
+      argv,
       { cwd: opts.cwd, env, timeout: opts.timeoutMs ?? OPENSSL_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => {
         if (err) {
@@ -90,7 +96,7 @@ function fileSafe(name: string): string {
   return /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(name) ? name : 'x' + Buffer.from(name, 'utf8').toString('hex');
 }
 
-async function makeCa(dir: string, base: string, cn: string, reqConfig: string): Promise<CertPair> {
+async function makeCa(dir: string, base: string, cn: string, reqConfig: string, backdateDays?: number): Promise<CertPair> {
   const cert = join(dir, `${base}.crt`);
   const key = join(dir, `${base}.key`);
   await openssl([
@@ -100,7 +106,7 @@ async function makeCa(dir: string, base: string, cn: string, reqConfig: string):
     '-sha256', '-days', '3650', '-set_serial', serial(),
     '-utf8', '-subj', subj(cn),
     '-config', reqConfig, '-extensions', 'ca_ext',
-  ]);
+  ], { backdateDays });
   return { cert, key };
 }
 
@@ -117,6 +123,7 @@ export interface IssueOptions {
   days?: number;
   /** openssl req config file; written into `dir` if omitted. */
   reqConfig?: string;
+  backdateDays?: number;
 }
 
 /** Issues one ECC P-256 leaf certificate signed by `ca`. Returns absolute paths. */
@@ -152,7 +159,7 @@ export async function issueCert(o: IssueOptions): Promise<CertPair> {
     '-sha256', '-days', String(o.days ?? 30),
     '-extfile', ext, '-extensions', 'leaf',
     '-out', cert,
-  ]);
+  ], { backdateDays: o.backdateDays });
   return { cert, key };
 }
 
@@ -167,23 +174,24 @@ export async function makePki(dir: string, opts: PkiOptions): Promise<Pki> {
   await mkdir(root, { recursive: true });
   const reqConfig = join(root, 'req.cnf');
   await writeFile(reqConfig, REQ_CONFIG);
-  const days = opts.days ?? 30;
+  const backdateDays = opts.backdateDays;
+  const days = (opts.days ?? 30) + (backdateDays ?? 0);
 
   const [ca, rogueCa] = await Promise.all([
-    makeCa(root, 'ca', 'nbackup test CA', reqConfig),
-    makeCa(root, 'rogue-ca', 'nbackup test CA', reqConfig),
+    makeCa(root, 'ca', 'nbackup test CA', reqConfig, backdateDays),
+    makeCa(root, 'rogue-ca', 'nbackup test CA', reqConfig, backdateDays),
   ]);
 
   const [server, rogueClient, ...agentPairs] = await Promise.all([
     issueCert({
       dir: root, base: 'server', ca, cn: 'localhost', usage: 'server',
-      san: 'IP:127.0.0.1, DNS:localhost', days, reqConfig,
+      san: 'IP:127.0.0.1, DNS:localhost', days, reqConfig, backdateDays,
     }),
     issueCert({
-      dir: root, base: 'rogue-client', ca: rogueCa, cn: opts.agents[0], usage: 'client', days, reqConfig,
+      dir: root, base: 'rogue-client', ca: rogueCa, cn: opts.agents[0], usage: 'client', days, reqConfig, backdateDays,
     }),
     ...opts.agents.map((name) =>
-      issueCert({ dir: root, base: `agent-${fileSafe(name)}`, ca, cn: name, usage: 'client', days, reqConfig }),
+      issueCert({ dir: root, base: `agent-${fileSafe(name)}`, ca, cn: name, usage: 'client', days, reqConfig, backdateDays }),
     ),
   ]);
 

@@ -197,6 +197,8 @@ export interface StartServerOptions extends SpawnOptions {
   timeoutMs?: number;
   /** Script to run instead of dist/cmd/nbackup-server.js (for self-tests). */
   script?: string;
+  /** A command the server runs under, e.g. ['faketime', '-f', '-400d'] (it must exec the rest). */
+  wrapper?: string[];
 }
 
 /**
@@ -206,7 +208,9 @@ export interface StartServerOptions extends SpawnOptions {
  */
 export async function startServer(configPath: string, opts: StartServerOptions = {}): Promise<ServerHandle> {
   const script = opts.script ?? SERVER_BIN;
-  const p = spawnLogged(process.execPath, [script, '--config', configPath, ...(opts.args ?? [])], opts);
+  const argv = [process.execPath, script, '--config', configPath, ...(opts.args ?? [])];
+  const [command, ...args] = [...(opts.wrapper ?? []), ...argv];
+  const p = spawnLogged(command, args, opts);
   try {
     const line = await p.waitForLog(
       (l) => l.msg === 'listening' && typeof l.port === 'number',

@@ -58,7 +58,7 @@ test('commit cuts the trailer off, names the file by its UTC commit time and rem
   const s = storage();
   const data = Buffer.from('compressed bytes');
   const temp = await tempWith(s, 'id-2', data);
-  const when = new Date('2026-02-11T02:00:00.123Z');
+  const when = Date.parse('2026-02-11T02:00:00.123Z');
   const { file, removed } = await s.commit(temp, data.length, when);
   assert.equal(path.basename(file), '2026-02-11T02-00-00-123.tar.gz');
   assert.ok(fs.readFileSync(file).equals(data), 'exactly the data, without the trailer');
@@ -82,13 +82,29 @@ test('rotation keeps the newest max_backups archives and leaves every other file
       fs.writeFileSync(path.join(dir, 'README'), 'operator notes');
       fs.writeFileSync(path.join(dir, '.other-session.tar.gz.tmp'), 'in progress');
     }
-    const { file, removed } = await s.commit(temp, 8, new Date(Date.UTC(2026, 0, 1 + i)));
+    const { file, removed } = await s.commit(temp, 8, Date.UTC(2026, 0, 1 + i));
     files.push(file);
     assert.deepEqual(removed, i < 2 ? [] : [files[i - 2]]);
   }
   const left = fs.readdirSync(dir).sort();
   assert.deepEqual(left, ['.other-session.tar.gz.tmp', path.basename(files[2]), path.basename(files[3]), 'README'].sort());
   assert.ok(left.filter((f) => NAME.test(f)).length === 2);
+});
+
+test('a clock set back never names a new archive before the newest, and rotation never removes it', async () => {
+  const s = storage(2);
+  const day = (d: number) => Date.UTC(2026, 5, d, 12);
+  await s.commit(await tempWith(s, 'c1', Buffer.from('one')), 3, day(10));
+  await s.commit(await tempWith(s, 'c2', Buffer.from('two')), 3, day(11));
+  // The clock is now a year behind the newest archive.
+  const behind = Date.UTC(2025, 5, 11, 12);
+  const { file, removed, clockBehindMs } = await s.commit(await tempWith(s, 'c3', Buffer.from('three')), 5, behind);
+  assert.equal(path.basename(file), '2026-06-11T12-00-00-001.tar.gz', 'named just after the newest archive');
+  assert.equal(clockBehindMs, day(11) - behind);
+  assert.deepEqual(removed.map((f) => path.basename(f)), ['2026-06-10T12-00-00-000.tar.gz']);
+  assert.equal(fs.readFileSync(file, 'utf8'), 'three', 'the archive just committed is kept');
+  const names = fs.readdirSync(path.dirname(file)).sort();
+  assert.equal(names[names.length - 1], path.basename(file), 'and sorts last');
 });
 
 test('the orphan sweep finds temporary files of every agent and backup, and never follows symlinks', async () => {

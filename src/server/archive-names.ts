@@ -1,0 +1,38 @@
+/**
+ * Names of committed archives: `<UTC timestamp>.tar.gz`, like `2026-02-11T02-00-00-000.tar.gz`,
+ * sortable as text. Names must sort in commit order whatever the clock does, because rotation
+ * keeps the last ones in that order: a clock set back would otherwise name a new archive before
+ * the ones it follows, and rotation would delete the archive it had just committed.
+ */
+const ARCHIVE_NAME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3})\.tar\.gz$/;
+
+export function isArchiveName(name: string): boolean {
+  return ARCHIVE_NAME.test(name);
+}
+
+/** `2026-02-11T02-00-00-000.tar.gz`: UTC, no ':' so it is safe on every filesystem. */
+export function archiveName(ms: number): string {
+  return `${new Date(ms).toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '')}.tar.gz`;
+}
+
+/** The time an archive name stands for, in ms since the epoch. */
+export function archiveTime(name: string): number | null {
+  const m = ARCHIVE_NAME.exec(name);
+  if (!m) return null;
+  const [, y, mo, d, h, mi, s, ms] = m.map(Number);
+  return Date.UTC(y, mo - 1, d, h, mi, s, ms);
+}
+
+/**
+ * The time to name a new archive after: now, or 1 ms after the newest existing archive when the
+ * clock is behind it (then `behindMs` says by how much).
+ */
+export function nextArchiveTime(existing: readonly string[], now: number): { at: number; behindMs: number } {
+  let newest = -Infinity;
+  for (const n of existing) {
+    const t = archiveTime(n);
+    if (t !== null && t > newest) newest = t;
+  }
+  if (now > newest) return { at: now, behindMs: 0 };
+  return { at: newest + 1, behindMs: newest - now };
+}
