@@ -24,12 +24,24 @@ function readPem(file: string, what: string): Buffer {
   }
 }
 
-function parseCert(pem: Buffer, file: string, what: string): crypto.X509Certificate {
+function parseCert(pem: Buffer | string, file: string, what: string): crypto.X509Certificate {
   try {
     return new crypto.X509Certificate(pem);
   } catch (err) {
     throw new NbackupError('tls', `${what} ${file} is not a PEM certificate: ${errorMessage(err)}`);
   }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/**
+ * Every certificate of a CA file: a bundle may hold several (a CA being rotated, intermediates),
+ * and all of them are trusted, as TLS itself does with the same file.
+ */
+function parseBundle(pem: Buffer, file: string): crypto.X509Certificate[] {
+  const blocks = pem.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new NbackupError('tls', `CA certificate ${file} holds no PEM certificate`);
+  return blocks.map((b, i) => parseCert(b, file, blocks.length > 1 ? `certificate ${i + 1} of CA bundle` : 'CA certificate'));
 }
 
 /** The CN of an X509Certificate `subject` ("C=..\nCN=web\+db\,1"), with RFC 4514 escapes undone. */
@@ -42,7 +54,7 @@ export function loadTlsMaterial(files: { ca: string; cert: string; key: string }
   const ca = readPem(files.ca, 'CA certificate');
   const cert = readPem(files.cert, 'certificate');
   const key = readPem(files.key, 'private key');
-  const caX509 = parseCert(ca, files.ca, 'CA certificate');
+  const bundle = parseBundle(ca, files.ca);
   const x509 = parseCert(cert, files.cert, 'certificate');
   let privateKey: crypto.KeyObject;
   try {
@@ -53,8 +65,9 @@ export function loadTlsMaterial(files: { ca: string; cert: string; key: string }
   if (!x509.checkPrivateKey(privateKey)) {
     throw new NbackupError('tls', `private key ${files.key} does not match certificate ${files.cert}`);
   }
-  if (!x509.checkIssued(caX509) || !x509.verify(caX509.publicKey)) {
-    throw new NbackupError('tls', `certificate ${files.cert} is not signed by the CA in ${files.ca}`);
+  if (!bundle.some((c) => x509.checkIssued(c) && x509.verify(c.publicKey))) {
+    const which = bundle.length > 1 ? `any of the ${bundle.length} CA certificates` : 'the CA';
+    throw new NbackupError('tls', `certificate ${files.cert} is not signed by ${which} in ${files.ca}`);
   }
   const now = Date.now();
   if (Date.parse(x509.validTo) < now) throw new NbackupError('tls', `certificate ${files.cert} expired on ${x509.validTo}`);
