@@ -4,13 +4,22 @@
  */
 
 /** The version byte this implementation speaks (handshake, resume and parallel join). */
-export const PROTOCOL_VERSION = 0x02;
+export const PROTOCOL_VERSION = 0x03;
 
 /** Versions a server built from this code understands; anything else gets REJECT. */
-const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+const SUPPORTED_VERSIONS: readonly number[] = [0x02, PROTOCOL_VERSION];
 
 export function isSupportedVersion(version: number): boolean {
   return SUPPORTED_VERSIONS.includes(version);
+}
+
+/**
+ * Version 3 answers say why: the Final ACK carries a message line, and there are statuses a
+ * version-2 peer does not know (ACK STORAGE_UNAVAILABLE, Final NO_SPACE, ResumeACK COMMITTED).
+ * A server answers a version-2 peer in version-2 terms (see protocol/README.md).
+ */
+export function speaksReasons(version: number): boolean {
+  return version >= 0x03;
 }
 
 /** Most content bytes a line may carry, not counting its `\n`. A 513th byte without `\n` is an error. */
@@ -49,16 +58,16 @@ export const MAGIC_SIZE = 4;
 export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL'] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
 
-/** ACK of the NBKP handshake. */
-export const AckStatus = { GO: 0, FULL: 1, BUSY: 2, REJECT: 3, STORAGE_NOT_FOUND: 4 } as const;
+/** ACK of the NBKP handshake. STORAGE_UNAVAILABLE: version 3. */
+export const AckStatus = { GO: 0, FULL: 1, BUSY: 2, REJECT: 3, STORAGE_NOT_FOUND: 4, STORAGE_UNAVAILABLE: 5 } as const;
 export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
 
-/** Final ACK after the trailer. */
-export const FinalStatus = { OK: 0, CHECKSUM_MISMATCH: 1, WRITE_ERROR: 2 } as const;
+/** Final ACK after the trailer (or ending a session early). NO_SPACE: version 3. */
+export const FinalStatus = { OK: 0, CHECKSUM_MISMATCH: 1, WRITE_ERROR: 2, NO_SPACE: 3 } as const;
 export type FinalStatus = (typeof FinalStatus)[keyof typeof FinalStatus];
 
-/** ResumeACK. */
-export const ResumeStatus = { OK: 0, NOT_FOUND: 1 } as const;
+/** ResumeACK. COMMITTED (version 3): the session is already committed; size and SHA-256 follow. */
+export const ResumeStatus = { OK: 0, NOT_FOUND: 1, COMMITTED: 2 } as const;
 export type ResumeStatus = (typeof ResumeStatus)[keyof typeof ResumeStatus];
 
 /** ParallelACK. */
@@ -84,6 +93,8 @@ export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
 export const TRAILER_SIZE = 44;
 export const SACK_SIZE = 12;
 export const RESUME_ACK_SIZE = 9;
+/** A ResumeACK COMMITTED: status · u64 size · sha256[32]. */
+export const RESUME_ACK_COMMITTED_SIZE = 41;
 export const PARALLEL_ACK_SIZE = 9;
 export const PARALLEL_INIT_SIZE = 5;
 export const CHUNK_HEADER_SIZE = 8;

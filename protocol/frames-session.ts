@@ -2,8 +2,21 @@
  * Frames of a backup session (spec §1) and of its resumption (§2): handshake, ACK, mode byte,
  * SACK, trailer, Final ACK, RSME and ResumeACK.
  */
-import { AckStatus, FinalStatus, Magic, MagicBytes, PARALLEL_INIT_SIZE, PROTOCOL_VERSION, RESUME_ACK_SIZE, ResumeStatus, SACK_SIZE, TRAILER_SIZE } from './constants.js';
-import { type Decoded, invalid, line, parse, status, u32, u64, u8, withMagic, writeU64 } from './codec.js';
+import {
+  AckStatus,
+  FinalStatus,
+  Magic,
+  MagicBytes,
+  PARALLEL_INIT_SIZE,
+  PROTOCOL_VERSION,
+  RESUME_ACK_COMMITTED_SIZE,
+  RESUME_ACK_SIZE,
+  ResumeStatus,
+  SACK_SIZE,
+  TRAILER_SIZE,
+  speaksReasons,
+} from './constants.js';
+import { type Decoded, type Parser, invalid, line, parse, status, u32, u64, u8, withMagic, writeU64 } from './codec.js';
 
 /** `NBKP` ver agent\n storage\n backup\n — client opens a backup session. */
 export interface Handshake {
@@ -39,6 +52,8 @@ export interface Trailer {
 }
 export interface FinalAck {
   status: FinalStatus;
+  /** Version 3: why (empty for OK). */
+  message?: string;
 }
 /** `RSME` ver sessionId\n agent\n storage\n. */
 export interface Resume {
@@ -49,12 +64,15 @@ export interface Resume {
 }
 export interface ResumeAck {
   status: ResumeStatus;
+  /** OK: where to continue. COMMITTED: the committed archive's size. */
   lastOffset: number;
+  /** COMMITTED only: the committed archive's SHA-256. */
+  sha256?: Buffer;
 }
 /** `PJIN` ver sessionId\n streamIndex u8. */
 
 /** What an agent reads on a single-stream data connection. */
-export type ServerDataMessage = { type: 'sack'; offset: number } | { type: 'final'; status: FinalStatus };
+export type ServerDataMessage = { type: 'sack'; offset: number } | ({ type: 'final' } & FinalAck);
 
 // ─── §1 Backup session ────────────────────────────────────────────────────────────────────────
 
@@ -172,27 +190,48 @@ export function decodeTrailer(buf: Buffer): Decoded<Trailer> | null {
   });
 }
 
-export function encodeFinalAck(f: FinalAck): Buffer {
-  return Buffer.of(status('Final ACK', FinalStatus, 'Final ACK status', f.status));
+/** Version 2: one status byte. Version 3: the status byte and a message line. */
+export function encodeFinalAck(f: FinalAck, version = 0x02): Buffer {
+  const F = 'Final ACK';
+  const st = Buffer.of(status(F, FinalStatus, 'Final ACK status', f.status));
+  if (!speaksReasons(version)) {
+    if (f.status === FinalStatus.NO_SPACE) throw invalid(F, 'bad-status', 'NO_SPACE does not exist in version 2');
+    return st;
+  }
+  return Buffer.concat([st, line(F, 'message', f.message ?? '')]);
 }
 
-export function decodeFinalAck(buf: Buffer): Decoded<FinalAck> | null {
-  return parse(buf, 'Final ACK', (p) => ({ status: p.status(FinalStatus, 'Final ACK status') }));
+function finalBody(p: Parser, version: number, field: string): FinalAck {
+  const st = p.status(FinalStatus, field);
+  if (!speaksReasons(version)) return { status: st };
+  return { status: st, message: p.line('message') };
 }
 
-/** SACK (first byte "S") or Final ACK (one status byte): what a single-stream agent reads. */
-export function decodeServerDataMessage(buf: Buffer): Decoded<ServerDataMessage> | null {
-  return parse(buf, 'server data message', (p): ServerDataMessage => {
-    if (p.peekU8() === MagicBytes.SACK[0]) {
-      p.magic(Magic.SACK);
-      return { type: 'sack', offset: p.u64('SACK offset') };
-    }
-    return { type: 'final', status: p.status(FinalStatus, 'Final ACK status (or SACK magic)') };
-  });
+/** The Final ACK decoder of a protocol version. */
+export function finalAckDecoder(version: number): (buf: Buffer) => Decoded<FinalAck> | null {
+  return (buf) => parse(buf, 'Final ACK', (p) => finalBody(p, version, 'Final ACK status'));
 }
 
-export function encodeServerDataMessage(m: ServerDataMessage): Buffer {
-  return m.type === 'sack' ? encodeSack(m) : encodeFinalAck(m);
+/** A version-2 Final ACK (one status byte). */
+export const decodeFinalAck = finalAckDecoder(0x02);
+
+/** SACK (first byte "S") or Final ACK: what a single-stream agent of a version reads. */
+export function serverDataMessageDecoder(version: number): (buf: Buffer) => Decoded<ServerDataMessage> | null {
+  return (buf) =>
+    parse(buf, 'server data message', (p): ServerDataMessage => {
+      if (p.peekU8() === MagicBytes.SACK[0]) {
+        p.magic(Magic.SACK);
+        return { type: 'sack', offset: p.u64('SACK offset') };
+      }
+      return { type: 'final', ...finalBody(p, version, 'Final ACK status (or SACK magic)') };
+    });
+}
+
+/** What a version-2 single-stream agent reads. */
+export const decodeServerDataMessage = serverDataMessageDecoder(0x02);
+
+export function encodeServerDataMessage(m: ServerDataMessage, version = 0x02): Buffer {
+  return m.type === 'sack' ? encodeSack(m) : encodeFinalAck(m, version);
 }
 
 // ─── §2 Resume ────────────────────────────────────────────────────────────────────────────────
@@ -220,17 +259,23 @@ export function decodeResume(buf: Buffer): Decoded<Resume> | null {
   });
 }
 
+/** status · u64 offset (9 bytes); COMMITTED adds the archive's sha256[32] (41 bytes). */
 export function encodeResumeAck(r: ResumeAck): Buffer {
   const F = 'ResumeACK';
-  const b = Buffer.alloc(RESUME_ACK_SIZE);
+  const committed = r.status === ResumeStatus.COMMITTED;
+  if (committed && !(r.sha256 instanceof Uint8Array && r.sha256.length === 32)) throw invalid(F, 'bad-value', 'COMMITTED needs a 32-byte sha256');
+  const b = Buffer.alloc(committed ? RESUME_ACK_COMMITTED_SIZE : RESUME_ACK_SIZE);
   b[0] = status(F, ResumeStatus, 'ResumeACK status', r.status);
   writeU64(b, u64(F, 'lastOffset', r.lastOffset), 1);
+  if (committed) b.set(r.sha256!, RESUME_ACK_SIZE);
   return b;
 }
 
 export function decodeResumeAck(buf: Buffer): Decoded<ResumeAck> | null {
-  return parse(buf, 'ResumeACK', (p) => {
+  return parse(buf, 'ResumeACK', (p): ResumeAck => {
     const st = p.status(ResumeStatus, 'ResumeACK status');
-    return { status: st, lastOffset: p.u64('lastOffset') };
+    const lastOffset = p.u64('lastOffset');
+    if (st !== ResumeStatus.COMMITTED) return { status: st, lastOffset };
+    return { status: st, lastOffset, sha256: p.bytes(32) };
   });
 }

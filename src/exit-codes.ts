@@ -14,7 +14,7 @@ export const EXIT_CODES: readonly ExitCode[] = [
   { code: 0, meaning: 'success (--once: every backup entry committed)', kinds: [] },
   {
     code: 1,
-    meaning: 'a backup or health check failed; stderr has one line per failed entry saying why',
+    meaning: 'a backup, a health check or a storage failed; stderr says which and why, one line each',
     kinds: ['source', 'rejected', 'server', 'checksum', 'storage', 'protocol', 'aborted'],
   },
   { code: 2, meaning: 'bad command line or configuration file', kinds: ['usage', 'config'] },

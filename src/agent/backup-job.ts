@@ -1,4 +1,3 @@
-import { FinalStatus, statusName } from '../../protocol/constants.js';
 import { encodeTrailer } from '../../protocol/frames.js';
 import type { BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError } from '../errors.js';
@@ -9,6 +8,7 @@ import { RingBuffer } from './pipeline/ring-buffer.js';
 import { checkSources } from './pipeline/scanner.js';
 import { newRunStats, reportProgress, type BackupContext, type RunStats } from './session/context.js';
 import { runParallel } from './session/parallel-runner.js';
+import { failureOf } from './session/final-answer.js';
 import { PrimaryConnection } from './session/primary.js';
 import { RestartSession, RetryBudget } from './session/retry.js';
 import { sendSingle } from './session/single-sender.js';
@@ -85,7 +85,7 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
 
   try {
     const common = { ctx, log, stats, primary, ring, pipeline, trailer: () => trailer };
-    const status =
+    const final =
       entry.parallels > 0
         ? await runParallel({
             ...common,
@@ -95,13 +95,12 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
             autoScale: entry.auto_scaler.enabled,
           })
         : await sendSingle({ ...common, budget });
+    // A refusal may come before the pipeline is done (a full disk): the catch below stops it.
+    const failure = failureOf(final);
+    if (failure) throw failure;
     await pipeline;
     const r = result as PipelineResult | null;
     if (!r) throw new NbackupError('internal', 'pipeline finished without a result');
-    if (status !== FinalStatus.OK) {
-      const kind = status === FinalStatus.CHECKSUM_MISMATCH ? 'checksum' : 'server';
-      throw new NbackupError(kind, `server did not commit the backup: ${statusName(FinalStatus, status)}`);
-    }
     reportProgress(ctx, stats, ring, true);
     return committed(entry, sessionId, r, stats, log);
   } catch (err) {

@@ -2,6 +2,7 @@ import type tls from 'node:tls';
 import { AckStatus, isSupportedVersion } from '../../protocol/constants.js';
 import type { Handshake } from '../../protocol/frames.js';
 import { nameProblem } from '../../protocol/names.js';
+import { errorMessage } from '../errors.js';
 import { peerName, type ServerContext } from './context.js';
 import type { Claim } from './registry.js';
 import { sessionKey } from './session.js';
@@ -33,7 +34,12 @@ export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Hands
   }
   const storage = ctx.storages.get(hs.storage);
   if (!storage) return refuse(AckStatus.STORAGE_NOT_FOUND, `storage "${hs.storage}" is not configured`);
-  const free = await storage.freeBytes();
+  let free: number;
+  try {
+    free = await storage.freeBytes();
+  } catch (err) {
+    return refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: ${errorMessage(err)}`);
+  }
   if (free < storage.config.min_free) {
     return refuse(AckStatus.FULL, `storage "${storage.name}" has ${free} bytes free, below its reserve of ${storage.config.min_free}`);
   }

@@ -19,6 +19,12 @@ export interface BodyReceiverEvents {
   onWritten?: (written: number) => void;
 }
 
+/** Free space to draw from before each write (the storage's SpaceGuard). */
+export interface SpaceClaims {
+  claim(bytes: number): Promise<void>;
+  written(bytes: number): void;
+}
+
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_WRITE_BATCH = 64;
 
@@ -31,6 +37,7 @@ export class BodyReceiver {
   private failure: Error | null = null;
   private idleWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
+  private failureWaiters: ((err: Error) => void)[] = [];
   /** Bytes durably handed to the file (write(2) returned). */
   written = 0;
   /** Bytes accepted from the network: written + queued. */
@@ -39,6 +46,7 @@ export class BodyReceiver {
   constructor(
     readonly fd: number,
     private events: BodyReceiverEvents = {},
+    private readonly space?: SpaceClaims,
   ) {}
 
   /** Who hears about writes: the connection currently feeding the session. */
@@ -48,6 +56,12 @@ export class BodyReceiver {
 
   get failed(): Error | null {
     return this.failure;
+  }
+
+  /** Resolves with the error as soon as a write fails (never, if none does). */
+  whenFailed(): Promise<Error> {
+    if (this.failure) return Promise.resolve(this.failure);
+    return new Promise((resolve) => this.failureWaiters.push(resolve));
   }
 
   /** True while more than the high-water mark waits to be written: pause the socket. */
@@ -131,14 +145,20 @@ export class BodyReceiver {
         const batch = this.queue.splice(0, MAX_WRITE_BATCH);
         let bytes = 0;
         for (const b of batch) bytes += b.length;
-        await writevAll(this.fd, batch, this.written);
+        await this.space?.claim(bytes);
+        try {
+          await writevAll(this.fd, batch, this.written);
+        } finally {
+          this.space?.written(bytes);
+        }
         this.queued -= bytes;
         this.written += bytes;
         this.events.onWritten?.(this.written);
         if (!this.congested) wakeAll(this.drainWaiters);
       }
     } catch (err) {
-      this.failure = new NbackupError('storage', `write to temporary file failed: ${errorMessage(err)}`, { cause: err });
+      this.failure = err instanceof NbackupError ? err : new NbackupError('storage', `write to temporary file failed: ${errorMessage(err)}`, { cause: err });
+      for (const resolve of this.failureWaiters.splice(0)) resolve(this.failure);
     } finally {
       this.writing = false;
       wakeAll(this.drainWaiters);

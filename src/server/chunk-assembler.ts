@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { NbackupError, errorMessage } from '../errors.js';
+import type { SpaceClaims } from './body-receiver.js';
 
 /**
  * Reassembles the chunks of a parallel session into the temporary file, strictly in global
@@ -59,6 +60,7 @@ export class ChunkAssembler {
   private stagingEnd = 0;
   private queue: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
+  private failureWaiters: ((err: Error) => void)[] = [];
   /** Resolvers waiting for `written` to reach a size. */
   private sizeWaiters: { size: number; resolve: () => void; reject: (err: Error) => void }[] = [];
   readonly stats: AssemblerStats = { chunks: 0, duplicates: 0, spilled: 0, spilledBytes: 0, peakPendingMem: 0 };
@@ -67,10 +69,17 @@ export class ChunkAssembler {
     private readonly fd: number,
     private readonly stagingPath: string,
     private readonly memLimit: number,
+    private readonly space?: SpaceClaims,
   ) {}
 
   get failed(): Error | null {
     return this.failure;
+  }
+
+  /** Resolves with the error as soon as the assembler fails (never, if it does not). */
+  whenFailed(): Promise<Error> {
+    if (this.failure) return Promise.resolve(this.failure);
+    return new Promise((resolve) => this.failureWaiters.push(resolve));
   }
 
   /** Bytes of chunks waiting in memory for their turn. */
@@ -169,6 +178,7 @@ export class ChunkAssembler {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    for (const resolve of this.failureWaiters.splice(0)) resolve(err);
     for (const w of this.waiting.values()) {
       w.data = null;
       w.reject(err);
@@ -209,10 +219,20 @@ export class ChunkAssembler {
     if (this.stagingFd < 0) this.stagingFd = await openFd(this.stagingPath, 'w+', 0o600);
     const offset = this.stagingEnd;
     this.stagingEnd += data.length;
-    await writeAll(this.stagingFd, data, offset);
+    await this.claimed(data.length, () => writeAll(this.stagingFd, data, offset));
     w.data = null;
     w.staged = { offset, length: data.length };
     this.stored(w, data.length);
+  }
+
+  /** Writes `bytes` once the storage's free space allows it. */
+  private async claimed(bytes: number, write: () => Promise<void>): Promise<void> {
+    await this.space?.claim(bytes);
+    try {
+      await write();
+    } finally {
+      this.space?.written(bytes);
+    }
   }
 
   /** Appends every chunk whose turn has come, in order. */
@@ -230,7 +250,8 @@ export class ChunkAssembler {
       if (w.inMem) this.pendingMem -= data.length;
       w.inMem = false;
       w.data = null;
-      await writeAll(this.fd, data, this.written);
+      const chunk = data;
+      await this.claimed(chunk.length, () => writeAll(this.fd, chunk, this.written));
       this.hash.update(data);
       this.written += data.length;
       this.lastActivity = Date.now();

@@ -1,30 +1,34 @@
-import type tls from 'node:tls';
-import { FinalStatus } from '../../protocol/constants.js';
+import { FinalStatus, speaksReasons } from '../../protocol/constants.js';
 import { encodeFinalAck } from '../../protocol/frames.js';
 import { errorMessage } from '../errors.js';
-import type { ServerContext } from './context.js';
+import type { Connection, ServerContext } from './context.js';
+import { NoSpaceError } from './space-guard.js';
 import { bytesReceived, sessionContext, type Session } from './session.js';
 import type { Verdict } from './verdict.js';
 
 /**
  * How every session ends, single-stream or parallel: a write error or a failed verdict discards the
- * temporary file and answers WRITE_ERROR or CHECKSUM_MISMATCH; a good verdict commits the file
- * (fsync, rename, rotate) and only then answers OK.
+ * temporary file and answers NO_SPACE, WRITE_ERROR or CHECKSUM_MISMATCH with the reason (version
+ * 3; a version-2 agent gets the status byte alone, NO_SPACE as WRITE_ERROR); a good verdict
+ * commits the file (fsync, rename, rotate) and only then answers OK.
  */
 export type SessionResult = Verdict | { failed: Error };
 
 /** How long a failing Final ACK may wait for a peer that never reads it. */
 const ANSWER_DRAIN_MS = 10_000;
 
-export async function concludeSession(ctx: ServerContext, session: Session, socket: tls.TLSSocket, result: SessionResult): Promise<void> {
+export async function concludeSession(ctx: ServerContext, session: Session, conn: Connection, result: SessionResult): Promise<void> {
   const { log, registry } = ctx;
+  const socket = conn.socket;
   if ('failed' in result) {
-    answerFailure(session, socket, FinalStatus.WRITE_ERROR);
-    await registry.discard(session, `write error: ${result.failed.message}`);
+    const noSpace = result.failed instanceof NoSpaceError;
+    answerFailure(session, conn, noSpace ? FinalStatus.NO_SPACE : FinalStatus.WRITE_ERROR, result.failed.message);
+    if (noSpace) log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
+    await registry.discard(session, noSpace ? result.failed.message : `write error: ${result.failed.message}`);
     return;
   }
   if (!result.ok) {
-    answerFailure(session, socket, FinalStatus.CHECKSUM_MISMATCH);
+    answerFailure(session, conn, FinalStatus.CHECKSUM_MISMATCH, result.reason);
     log.error({ ...sessionContext(session), reason: result.reason, bytes: bytesReceived(session) }, 'session failed: checksum mismatch');
     await registry.discard(session, 'checksum mismatch');
     return;
@@ -43,7 +47,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, sock
       session.chunks.closeAll();
       await session.chunks.assembler.dispose();
     }
-    socket.end(encodeFinalAck({ status: FinalStatus.OK }));
+    socket.end(encodeFinalAck({ status: FinalStatus.OK, message: '' }, conn.version));
     const seconds = (Date.now() - session.startedAt) / 1000;
     log.info(
       {
@@ -59,17 +63,21 @@ export async function concludeSession(ctx: ServerContext, session: Session, sock
       'session committed',
     );
   } catch (err) {
-    answerFailure(session, socket, FinalStatus.WRITE_ERROR);
+    answerFailure(session, conn, FinalStatus.WRITE_ERROR, `commit failed: ${errorMessage(err)}`);
     await registry.discard(session, `commit failed: ${errorMessage(err)}`);
   }
 }
 
 /**
  * Sends a failing Final ACK and lets it drain: the connection is taken out of the session's slot
- * first, so the discard that follows does not destroy it with the answer still queued.
+ * first, so the discard that follows does not destroy it with the answer still queued. Whatever
+ * the agent still sends is read and dropped, so that it is not blocked from reading the answer.
  */
-function answerFailure(session: Session, socket: tls.TLSSocket, status: FinalStatus): void {
+function answerFailure(session: Session, conn: Connection, status: FinalStatus, message: string): void {
+  const { socket } = conn;
   session.link.vacate(socket);
-  socket.end(encodeFinalAck({ status }));
+  const v2 = !speaksReasons(conn.version);
+  socket.end(encodeFinalAck({ status: v2 && status === FinalStatus.NO_SPACE ? FinalStatus.WRITE_ERROR : status, message }, conn.version));
+  socket.resume();
   setTimeout(() => socket.destroy(), ANSWER_DRAIN_MS).unref();
 }

@@ -19,6 +19,8 @@ export interface Connection {
   readonly frames: FrameSocket;
   /** `address:port` of the peer, for logs. */
   readonly remote: string;
+  /** The protocol version the peer's first frame carried (0 for PING): answers are in its terms. */
+  readonly version: number;
 }
 
 /** The CN of the peer's (already verified) client certificate. */

@@ -42,9 +42,13 @@ export class BackupServer {
     });
   }
 
-  /** Removes temporary files no live session owns, then listens. Resolves with the bound port. */
+  /**
+   * Checks every storage can be written, removes temporary files no live session owns, then
+   * listens. Resolves with the bound port.
+   */
   async start(): Promise<number> {
     const { config, log, storages } = this.ctx;
+    for (const storage of storages.values()) await storage.check();
     for (const storage of storages.values()) {
       for (const tmp of await storage.tempFiles()) {
         await fs.promises.rm(tmp, { force: true });
@@ -91,7 +95,8 @@ export class BackupServer {
   private async serve(socket: tls.TLSSocket, remote: string): Promise<void> {
     const frames = new FrameSocket(socket);
     const hello = await frames.read(decodeClientHello, this.ctx.config.server.handshake_timeout, 'handshake');
-    const conn: Connection = { socket, frames, remote };
+    const version = 'version' in hello.value ? hello.value.version : 0;
+    const conn: Connection = { socket, frames, remote, version };
     switch (hello.kind) {
       case 'NBKP':
         return serveBackup(this.ctx, conn, hello.value);

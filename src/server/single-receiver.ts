@@ -15,9 +15,10 @@ const SACK_EVERY = 1024 * 1024;
 const IDLE_SACK_MS = 250;
 
 /**
- * Resolves when the agent half-closes ('eof') or the connection breaks or goes idle; either way
- * every byte accepted is in the file (or the receiver has failed) by then. After a half-close the
- * agent still hears about every MiB written while the queue drains, and the final offset.
+ * Resolves when the agent half-closes ('eof'), the connection breaks or goes idle, or a write
+ * fails ('stopped'); every byte accepted is in the file (or the receiver has failed) by then.
+ * After a half-close the agent still hears about every MiB written while the queue drains, and
+ * the final offset.
  */
 export async function receiveBody(receiver: BodyReceiver, socket: tls.TLSSocket, early: Leftover, idleMs: number): Promise<PumpEnd> {
   let lastSack = receiver.written;
@@ -36,7 +37,10 @@ export async function receiveBody(receiver: BodyReceiver, socket: tls.TLSSocket,
     quietTimer = setTimeout(sack, IDLE_SACK_MS);
   });
   try {
-    const end = await new SocketPump(socket, receiver, { idleMs }).run(early);
+    const pump = new SocketPump(socket, receiver, { idleMs });
+    // A failed write (the disk is full) ends the session at once: no point reading the rest.
+    void receiver.whenFailed().then((err) => pump.stop(err.message));
+    const end = await pump.run(early);
     pumping = false;
     if (quietTimer) clearTimeout(quietTimer);
     await receiver.flushed().catch(() => undefined);

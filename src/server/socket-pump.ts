@@ -14,7 +14,9 @@ export type PumpEnd =
   /** The connection broke (reset, destroyed); `why` is the socket's error when there was one. */
   | { how: 'broken'; why: string }
   /** Nothing arrived for `idleMs` and the target did not ask to keep waiting. */
-  | { how: 'idle'; why: string };
+  | { how: 'idle'; why: string }
+  /** `stop` was called: reading ended, the socket is left open for an answer. */
+  | { how: 'stopped'; why: string };
 
 export interface PumpTarget {
   /** Takes bytes in arrival order. A throw ends the pump: the socket is destroyed and `run` rejects. */
@@ -33,6 +35,7 @@ export interface PumpOptions {
 export class SocketPump {
   private ended = false;
   private fault: ((err: Error) => void) | null = null;
+  private halt: ((why: string) => void) | null = null;
 
   constructor(
     private readonly socket: tls.TLSSocket,
@@ -52,13 +55,14 @@ export class SocketPump {
         if (this.ended) return;
         this.ended = true;
         this.fault = null;
+        this.halt = null;
         socket.setTimeout(0);
         socket.off('data', onData);
         socket.off('end', onEnd);
         socket.off('error', onError);
         socket.off('close', onClose);
         socket.off('timeout', onTimeout);
-        if (end instanceof Error || end.how !== 'eof') socket.destroy();
+        if (end instanceof Error || end.how === 'broken' || end.how === 'idle') socket.destroy();
         if (end instanceof Error) reject(end);
         else resolve(end);
       };
@@ -89,6 +93,7 @@ export class SocketPump {
         finish({ how: 'idle', why: `nothing received for ${Math.round(opts.idleMs / 1000)}s (idle_timeout)` });
       };
       this.fault = finish;
+      this.halt = (why) => finish({ how: 'stopped', why });
       socket.on('data', onData);
       socket.on('end', onEnd);
       socket.on('error', onError);
@@ -105,5 +110,10 @@ export class SocketPump {
   /** Ends a running pump with `err`: the socket is destroyed and `run` rejects. No-op once ended. */
   fail(err: Error): void {
     this.fault?.(err);
+  }
+
+  /** Stops reading, leaving the socket open so an answer can still go out. No-op once ended. */
+  stop(why: string): void {
+    this.halt?.(why);
   }
 }

@@ -4,6 +4,7 @@ import { nameProblem } from '../../protocol/names.js';
 import type { StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
 import { archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
+import { SpaceGuard } from './space-guard.js';
 
 /**
  * One named storage: where an agent's backups land, how many are kept, and how much free space
@@ -28,12 +29,15 @@ export function stagingPathOf(temp: TempFile): string {
 
 export class Storage {
   readonly baseDir: string;
+  /** What every write of a session into this storage draws from. */
+  readonly space: SpaceGuard;
 
   constructor(
     readonly name: string,
     readonly config: StorageConfig,
   ) {
     this.baseDir = path.resolve(config.base_dir);
+    this.space = new SpaceGuard(name, config.min_free, () => this.freeBytes());
   }
 
   /** The directory of one agent's backup; throws if the names would lead anywhere else. */
@@ -50,6 +54,33 @@ export class Storage {
       throw new NbackupError('rejected', `backup directory ${dir} would lie outside ${this.baseDir}`);
     }
     return dir;
+  }
+
+  /**
+   * Checks that `base_dir` is (or can be made) a directory the server can write in, by creating
+   * and removing a probe file. Run at start-up: an unusable storage stops the server there.
+   */
+  async check(): Promise<void> {
+    const fail = (why: string): NbackupError => new NbackupError('storage', `storage "${this.name}": base_dir ${this.baseDir} cannot be used: ${why}`);
+    try {
+      await fs.promises.mkdir(this.baseDir, { recursive: true, mode: 0o750 });
+    } catch (err) {
+      throw fail(errnoCode(err) === 'EEXIST' || errnoCode(err) === 'ENOTDIR' ? 'it (or a folder above it) is not a directory' : errorMessage(err));
+    }
+    const st = await fs.promises.stat(this.baseDir);
+    if (!st.isDirectory()) throw fail('it is not a directory');
+    const probe = path.join(this.baseDir, `.nbackup-probe-${process.pid}${TEMP_SUFFIX}`);
+    try {
+      const fh = await fs.promises.open(probe, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+      try {
+        await fh.write(Buffer.from('probe'));
+      } finally {
+        await fh.close();
+      }
+      await fs.promises.unlink(probe);
+    } catch (err) {
+      throw fail(`a file cannot be written in it (${errorMessage(err)})`);
+    }
   }
 
   async freeBytes(): Promise<number> {

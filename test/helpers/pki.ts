@@ -12,6 +12,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { faketimeEnv } from './faketime.js';
 
 export interface CertPair {
   cert: string;
@@ -62,11 +63,11 @@ subjectKeyIdentifier = hash
 export function openssl(args: string[], opts: { cwd?: string; timeoutMs?: number; backdateDays?: number } = {}): Promise<string> {
   const env = { ...process.env };
   delete env.OPENSSL_CONF; // only our explicit -config files count
-  const [command, argv] = opts.backdateDays ? ['faketime', ['-f', `-${opts.backdateDays}d`, 'openssl', ...args]] : ['openssl', args];
+  if (opts.backdateDays) Object.assign(env, faketimeEnv(`-${opts.backdateDays}d`));
   return new Promise((resolvePromise, reject) => {
     execFile(
-      command,
-      argv,
+      'openssl',
+      args,
       { cwd: opts.cwd, env, timeout: opts.timeoutMs ?? OPENSSL_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => {
         if (err) {

@@ -197,7 +197,7 @@ export interface StartServerOptions extends SpawnOptions {
   timeoutMs?: number;
   /** Script to run instead of dist/cmd/nbackup-server.js (for self-tests). */
   script?: string;
-  /** A command the server runs under, e.g. ['faketime', '-f', '-400d'] (it must exec the rest). */
+  /** A command the server runs under, e.g. ['unshare', '--mount', …] (it must exec the rest, not fork). */
   wrapper?: string[];
 }
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { faketimeEnv } from '../helpers/faketime.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { gnuTarExtract } from '../helpers/tar.js';
@@ -53,7 +54,7 @@ test('with the server clock 400 days behind, the new backup is kept, named last,
   assert.equal(before.length, 2);
 
   await env.server.stop();
-  server = await startServer(join(env.dir, 'server.yaml'), { wrapper: ['faketime', '-f', '-400d'] });
+  server = await startServer(join(env.dir, 'server.yaml'), { env: faketimeEnv('-400d') });
   const listening = server.logs().find((l) => l.msg === 'listening');
   const lag = Date.now() - Number(listening?.time);
   assert.ok(lag > 399 * DAY_MS && lag < 401 * DAY_MS, `the server's clock is ${(lag / DAY_MS).toFixed(1)} days behind`);

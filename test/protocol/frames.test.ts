@@ -74,7 +74,7 @@ function throwsCode(fn: () => unknown, code: ProtocolErrorCode, message?: RegExp
 }
 
 test('constants match the spec', () => {
-  assert.equal(PROTOCOL_VERSION, 0x02);
+  assert.equal(PROTOCOL_VERSION, 0x03);
   assert.equal(MAX_LINE_BYTES, 512);
   assert.equal(TRAILER_SIZE, 44);
   assert.equal(SACK_SIZE, 12);
@@ -87,6 +87,7 @@ test('constants match the spec', () => {
   assert.deepEqual(MagicBytes.NBKP, hex('4e424b50'));
   assert.deepEqual(MagicBytes.CABT, hex('43414254'));
   assert.ok(isSupportedVersion(2));
+  assert.ok(isSupportedVersion(3));
   assert.ok(!isSupportedVersion(1));
   assert.equal(statusName(AckStatus, 2), 'BUSY');
   assert.equal(statusName(HealthStatus, 2), 'LOW_DISK');
@@ -139,7 +140,7 @@ test('server data messages: SACK or Final ACK by first byte', () => {
   assert.equal(decodeServerDataMessage(hex('53 41 43')), null);
   assert.equal(decodeServerDataMessage(hex('5341434b 00000000')), null);
   throwsCode(() => decodeServerDataMessage(hex('5341584b')), 'bad-magic', /SACK/);
-  throwsCode(() => decodeServerDataMessage(hex('03')), 'bad-status', /0x03/);
+  throwsCode(() => decodeServerDataMessage(hex('04')), 'bad-status', /0x04/);
   assert.deepEqual(encodeServerDataMessage({ type: 'sack', offset: 1 }), hex('5341434b 0000000000000001'));
   assert.deepEqual(encodeServerDataMessage({ type: 'final', status: FinalStatus.WRITE_ERROR }), hex('02'));
 });
@@ -211,7 +212,7 @@ const NBKP_V2 = hex('4e424b50 02');
 test('a line of exactly 512 bytes is accepted, 513 is not', () => {
   const agent = 'a'.repeat(512);
   const bytes = Buffer.concat([NBKP_V2, Buffer.alloc(512, 0x61), hex('0a 62 0a 63 0a')]);
-  assert.deepEqual(encodeHandshake({ agent, storage: 'b', backup: 'c' }), bytes);
+  assert.deepEqual(encodeHandshake({ version: 2, agent, storage: 'b', backup: 'c' }), bytes);
   assert.deepEqual(decodeHandshake(bytes), { value: { version: 2, agent, storage: 'b', backup: 'c' }, size: bytes.length });
   // 512 bytes, no newline yet: could still be fine.
   assert.equal(decodeHandshake(Buffer.concat([NBKP_V2, Buffer.alloc(512, 0x61)])), null);
@@ -247,7 +248,7 @@ test('lines must be UTF-8; a BOM is kept, not stripped', () => {
   throwsCode(() => decodeAck(hex('00 c0af 0a 0a')), 'bad-utf8'); // overlong "/"
   const bom = hex('4e424b50 02 efbbbf78 0a 62 0a 63 0a');
   assert.equal(decodeHandshake(bom)?.value.agent, '\ufeffx');
-  assert.deepEqual(encodeHandshake({ agent: '\ufeffx', storage: 'b', backup: 'c' }), bom);
+  assert.deepEqual(encodeHandshake({ version: 2, agent: '\ufeffx', storage: 'b', backup: 'c' }), bom);
   // NUL and "/" are wire-legal; the name rules are applied by the server (it answers REJECT).
   assert.equal(decodeHandshake(hex('4e424b50 02 2e2e 0a 00 0a 2f 0a'))?.value.agent, '..');
 });
@@ -262,9 +263,9 @@ test('encoders refuse strings that cannot be a line', () => {
 });
 
 test('encoders default the version byte to PROTOCOL_VERSION', () => {
-  assert.equal(encodeHandshake({ agent: 'a', storage: 'b', backup: 'c' })[4], 0x02);
-  assert.equal(encodeResume({ sessionId: 'x', agent: 'a', storage: 'b' })[4], 0x02);
-  assert.deepEqual(encodeParallelJoin({ sessionId: UUID, streamIndex: 0 }), hex(`504a494e 02 ${UUID_HEX} 0a 00`));
+  assert.equal(encodeHandshake({ agent: 'a', storage: 'b', backup: 'c' })[4], 0x03);
+  assert.equal(encodeResume({ sessionId: 'x', agent: 'a', storage: 'b' })[4], 0x03);
+  assert.deepEqual(encodeParallelJoin({ sessionId: UUID, streamIndex: 0 }), hex(`504a494e 03 ${UUID_HEX} 0a 00`));
   assert.equal(encodeHandshake({ version: 9, agent: 'a', storage: 'b', backup: 'c' })[4], 0x09);
   throwsCode(() => encodeHandshake({ version: 256, agent: 'a', storage: 'b', backup: 'c' }), 'bad-value', /version/);
 });
@@ -282,13 +283,14 @@ test('wrong magic throws as soon as 4 bytes are present', () => {
 });
 
 test('unknown status bytes throw bad-status', () => {
-  throwsCode(() => decodeAck(hex('05')), 'bad-status', /ACK status 0x05/);
+  throwsCode(() => decodeAck(hex('06')), 'bad-status', /ACK status 0x06/);
   throwsCode(() => decodeAck(hex('ff 0a 0a')), 'bad-status');
-  throwsCode(() => decodeFinalAck(hex('03')), 'bad-status', /Final ACK/);
-  throwsCode(() => decodeResumeAck(hex('02 0000000000000000')), 'bad-status', /ResumeACK/);
+  throwsCode(() => decodeFinalAck(hex('04')), 'bad-status', /Final ACK/);
+  throwsCode(() => decodeResumeAck(hex('03 0000000000000000')), 'bad-status', /ResumeACK/);
   throwsCode(() => decodeParallelAck(hex('03')), 'bad-status', /ParallelACK/);
   throwsCode(() => decodeHealthPong(hex('04')), 'bad-status', /health status/);
-  throwsCode(() => encodeFinalAck({ status: 3 as FinalStatus }), 'bad-status');
+  throwsCode(() => encodeFinalAck({ status: 4 as FinalStatus }), 'bad-status');
+  throwsCode(() => encodeFinalAck({ status: FinalStatus.NO_SPACE }, 2), 'bad-status', /version 2/);
   throwsCode(() => encodeAck({ status: 9 as AckStatus, message: '', sessionId: '' }), 'bad-status');
   throwsCode(() => encodeControlAbort({ reason: 0 as AbortReason }), 'bad-status');
   throwsCode(() => encodeHealthPong({ status: -1 as HealthStatus, freeBytes: 0 }), 'bad-status');

@@ -1,5 +1,5 @@
-import { FinalStatus, statusName } from '../../../protocol/constants.js';
-import { decodeFinalAck } from '../../../protocol/frames.js';
+import { FinalStatus, PROTOCOL_VERSION } from '../../../protocol/constants.js';
+import { finalAckDecoder, type FinalAck } from '../../../protocol/frames.js';
 import { NbackupError, asNbackupError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
@@ -7,6 +7,7 @@ import { AutoScaler } from './autoscaler.js';
 import { ChunkDispatcher } from './chunk-dispatcher.js';
 import { NO_DEADLINE_MS, reportProgress, type BackupContext, type RunStats } from './context.js';
 import { DataStream, REJOIN_ATTEMPTS, type StreamEnv } from './data-stream.js';
+import { failureOf } from './final-answer.js';
 import type { PrimaryConnection } from './primary.js';
 import { RetryBudget, isRetryable, sleep } from './retry.js';
 
@@ -31,9 +32,10 @@ export interface ParallelSend {
 }
 
 const AUTOSCALE_WINDOW_MS = 1000;
+const FINAL_ACK = finalAckDecoder(PROTOCOL_VERSION);
 
-/** Resolves with the Final ACK status. */
-export async function runParallel(p: ParallelSend): Promise<FinalStatus> {
+/** Resolves with the Final ACK. */
+export async function runParallel(p: ParallelSend): Promise<FinalAck> {
   const { ctx, log, stats, primary, ring, maxStreams } = p;
   const sessionId = primary.sessionId;
   const dispatcher = new ChunkDispatcher(ring, p.chunkSize);
@@ -100,11 +102,11 @@ export async function runParallel(p: ParallelSend): Promise<FinalStatus> {
  * Waits until every chunk is acknowledged (meanwhile the primary only has to stay up), sends the
  * trailer and waits for the Final ACK, re-attaching the primary when it breaks.
  */
-async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doomed: Promise<never>, fatal: () => Error | null): Promise<FinalStatus> {
+async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doomed: Promise<never>, fatal: () => Error | null): Promise<FinalAck> {
   const { ctx, log, primary } = p;
   const budget = new RetryBudget(ctx.config.retry);
   for (;;) {
-    const finalAck = primary.frames.read(decodeFinalAck, NO_DEADLINE_MS, 'final answer');
+    const finalAck = primary.frames.read(FINAL_ACK, NO_DEADLINE_MS, 'final answer');
     finalAck.catch(() => undefined);
     try {
       await Promise.race([dispatcher.allAcknowledged(), finalAck.then(unexpectedFinal), doomed]);
@@ -112,7 +114,7 @@ async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doo
       const trailer = p.trailer();
       if (!trailer) throw new NbackupError('internal', 'pipeline ended without a trailer');
       primary.socket.end(trailer);
-      return (await Promise.race([finalAck, doomed])).status;
+      return await Promise.race([finalAck, doomed]);
     } catch (err) {
       const why = fatal();
       if (why || !isRetryable(err)) throw why ?? err;
@@ -126,8 +128,9 @@ async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doo
   }
 }
 
-function unexpectedFinal(f: { status: FinalStatus }): never {
-  throw new NbackupError('server', `server ended the session early: ${statusName(FinalStatus, f.status)}`);
+/** A Final ACK before the trailer: the server ended the session (a full disk, say). */
+function unexpectedFinal(f: FinalAck): never {
+  throw failureOf(f) ?? new NbackupError('protocol', `the server answered ${FinalStatus.OK} (committed) before the trailer was sent`);
 }
 
 /** Samples acknowledged throughput once a window and lets the autoscaler add streams. */

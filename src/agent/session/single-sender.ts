@@ -1,5 +1,5 @@
-import { TRAILER_SIZE, type FinalStatus } from '../../../protocol/constants.js';
-import { decodeServerDataMessage } from '../../../protocol/frames.js';
+import { PROTOCOL_VERSION, TRAILER_SIZE } from '../../../protocol/constants.js';
+import { serverDataMessageDecoder, type FinalAck } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import { writeWithBackpressure } from '../../net/frame-socket.js';
@@ -28,8 +28,10 @@ export interface SingleSend {
   trailer: () => Buffer | null;
 }
 
-/** Resolves with the Final ACK status. */
-export async function sendSingle(s: SingleSend): Promise<FinalStatus> {
+const DATA_MESSAGES = serverDataMessageDecoder(PROTOCOL_VERSION);
+
+/** Resolves with the Final ACK. */
+export async function sendSingle(s: SingleSend): Promise<FinalAck> {
   const { primary, ring, stats, log } = s;
   let from = 0;
   for (;;) {
@@ -76,7 +78,7 @@ function resumePoint(s: SingleSend, lastOffset: number): number {
  * One connection's worth of the session: send from `from` (data, then the trailer, then a
  * half-close) while SACKs free the ring, until the Final ACK.
  */
-async function transmit(s: SingleSend, from: number): Promise<FinalStatus> {
+async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
   const { ring, stats, ctx } = s;
   const { socket, frames } = s.primary;
   let sent = from;
@@ -86,10 +88,10 @@ async function transmit(s: SingleSend, from: number): Promise<FinalStatus> {
     owed: () => sent > ring.tail || awaitingFinal,
     message: `no acknowledgement from the server for ${Math.round(ctx.config.retry.read_timeout / 1000)}s`,
   });
-  const finalAck = (async (): Promise<FinalStatus> => {
+  const finalAck = (async (): Promise<FinalAck> => {
     for (;;) {
-      const msg = await frames.read(decodeServerDataMessage, NO_DEADLINE_MS, 'acknowledgement from the server');
-      if (msg.type === 'final') return msg.status;
+      const msg = await frames.read(DATA_MESSAGES, NO_DEADLINE_MS, 'acknowledgement from the server');
+      if (msg.type === 'final') return { status: msg.status, message: msg.message };
       // SACK offsets count trailer bytes too, which never enter the ring.
       if (msg.offset > ring.head + TRAILER_SIZE || (msg.offset > ring.head && !ring.ended)) {
         throw new NbackupError('protocol', `server acknowledged offset ${msg.offset}, beyond the ${ring.head} bytes produced`);

@@ -1,5 +1,5 @@
 import crypto from 'node:crypto';
-import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../../../protocol/constants.js';
+import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, speaksReasons } from '../../../protocol/constants.js';
 import { decodeMode, encodeAck, type Handshake, type Mode } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import { admit } from '../admission.js';
@@ -21,7 +21,9 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   const { socket, frames, remote } = conn;
   const refuse = (status: AckStatus, message: string): void => {
     ctx.log.warn({ remote, agent: hs.agent, storage: hs.storage, backup: hs.backup, status, reason: message }, 'session refused');
-    socket.end(encodeAck({ status, message, sessionId: '' }));
+    // A version-2 agent does not know STORAGE_UNAVAILABLE: FULL is what it understood before.
+    const answer = status === AckStatus.STORAGE_UNAVAILABLE && !speaksReasons(conn.version) ? AckStatus.FULL : status;
+    socket.end(encodeAck({ status: answer, message, sessionId: '' }));
   };
   const admission = await admit(ctx, socket, hs);
   if (!admission.ok) return refuse(admission.status, admission.message);
@@ -32,8 +34,8 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     temp = await storage.createTemp(hs.agent, hs.backup, id);
   } catch (err) {
     claim.release();
-    refuse(AckStatus.FULL, `cannot create temporary file: ${errorMessage(err)}`);
-    throw err;
+    refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: cannot create a temporary file: ${errorMessage(err)}`);
+    return;
   }
   const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp };
   const ctxFields = { session: id, agent: hs.agent, storage: storage.name, backup: hs.backup };
@@ -50,11 +52,11 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     throw err;
   }
   if (mode.kind === 'single') {
-    const session = singleSession(who, new BodyReceiver(temp.fd));
+    const session = singleSession(who, new BodyReceiver(temp.fd, {}, storage.space));
     ctx.registry.add(session, claim);
     return feedSingle(ctx, session, conn);
   }
-  const assembler = new ChunkAssembler(temp.fd, stagingPathOf(temp), storage.config.assembler_pending_mem_limit);
+  const assembler = new ChunkAssembler(temp.fd, stagingPathOf(temp), storage.config.assembler_pending_mem_limit, storage.space);
   const session = parallelSession(who, new ChunkStreams(mode.maxStreams, mode.chunkSize, assembler));
   ctx.registry.add(session, claim);
   ctx.log.info({ ...sessionContext(session), maxStreams: mode.maxStreams, chunkSize: mode.chunkSize }, 'parallel session');

@@ -18,9 +18,12 @@ export async function feedPrimary(ctx: ServerContext, session: ParallelSession, 
   const { socket, frames, remote } = conn;
   await session.link.occupy(socket, async () => {
     socket.setKeepAlive(true, KEEPALIVE_MS);
-    let trailer: Trailer;
+    const assembler = session.chunks.assembler;
+    // The trailer, or the end of the session if writing the chunks fails first (a full disk).
+    const failed = assembler.whenFailed().then((err) => ({ failed: err }));
+    let first: { trailer: Trailer } | { failed: Error };
     try {
-      trailer = await frames.read(decodeTrailer, PRIMARY_QUIET_MS, 'trailer');
+      first = await Promise.race([frames.read(decodeTrailer, PRIMARY_QUIET_MS, 'trailer').then((trailer) => ({ trailer })), failed]);
     } catch (err) {
       if (err instanceof NbackupError && (err.kind === 'network' || err.kind === 'timeout')) {
         socket.destroy();
@@ -29,22 +32,24 @@ export async function feedPrimary(ctx: ServerContext, session: ParallelSession, 
       }
       throw err;
     }
-    const assembler = session.chunks.assembler;
+    if ('failed' in first) return concludeSession(ctx, session, conn, first);
+    const { trailer } = first;
     const closed = socket.destroyed ? Promise.resolve('closed' as const) : new Promise<'closed'>((r) => socket.once('close', () => r('closed')));
     const reached = assembler.reach(trailer.size).then(
       () => 'reached' as const,
       () => 'failed' as const,
     );
-    if ((await Promise.race([reached, closed])) === 'closed') {
+    const how = await Promise.race([reached, closed]);
+    if (how === 'closed' && !assembler.failed) {
       ctx.registry.detach(session, remote, 'the primary connection closed while its chunks were still arriving');
       return;
     }
     await assembler.settled();
     if (assembler.failed) {
-      await concludeSession(ctx, session, socket, { failed: assembler.failed });
+      await concludeSession(ctx, session, conn, { failed: assembler.failed });
       return;
     }
     ctx.log.info({ ...sessionContext(session), streams: session.chunks.streams.size, ...assembler.stats }, 'parallel session assembled');
-    await concludeSession(ctx, session, socket, judge(trailer, assembler.written, assembler.digest()));
+    await concludeSession(ctx, session, conn, judge(trailer, assembler.written, assembler.digest()));
   });
 }

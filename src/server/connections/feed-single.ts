@@ -13,12 +13,14 @@ export async function feedSingle(ctx: ServerContext, session: SingleSession, con
   await session.link.occupy(socket, async () => {
     const end = await receiveBody(session.receiver, socket, conn.frames.detach(), ctx.config.server.idle_timeout);
     const receiver = session.receiver;
+    // A failed write ends the session (a resume cannot cure it); the agent hears why if it still can.
+    if (receiver.failed) return concludeSession(ctx, session, conn, { failed: receiver.failed });
     // A connection that ends without a trailer was cut (a TCP reset can surface as EOF), not finished.
-    if (end.how !== 'eof' || (!receiver.failed && !receiver.endsWithTrailer())) {
+    if (end.how !== 'eof' || !receiver.endsWithTrailer()) {
       socket.destroy();
       ctx.registry.detach(session, remote, end.how === 'eof' ? 'the connection ended before a trailer' : end.why);
       return;
     }
-    await concludeSession(ctx, session, socket, receiver.failed ? { failed: receiver.failed } : receiver.verify());
+    await concludeSession(ctx, session, conn, receiver.verify());
   });
 }
