@@ -42,7 +42,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
       );
     }
     session.closed = true;
-    registry.forget(session);
+    registry.committed(session, result.dataSize, Buffer.from(result.sha256, 'hex'));
     if (session.mode === 'parallel') {
       session.chunks.closeAll();
       await session.chunks.assembler.dispose();

@@ -6,6 +6,14 @@ import { bytesReceived, sessionContext, type Session } from './session.js';
  * and their lifecycle: claimed at the handshake, added once the mode is known, detached with a TTL
  * when their connection breaks, then forgotten (committed) or discarded (temporary file deleted).
  */
+/** A committed session, remembered for `session_ttl` so that a resume after a lost Final ACK hears so. */
+export interface CommittedSession {
+  readonly agent: string;
+  readonly storage: string;
+  readonly size: number;
+  readonly sha256: Buffer;
+}
+
 export interface Claim {
   readonly key: string;
   /** Gives the key up without adding a session (the handshake did not complete). */
@@ -18,6 +26,7 @@ export class SessionRegistry {
   /** Keys whose handshake is under way: BUSY for anyone else. */
   private readonly claims = new Set<string>();
   private readonly ttlTimers = new Map<Session, NodeJS.Timeout>();
+  private readonly committedById = new Map<string, CommittedSession>();
 
   constructor(
     private readonly log: Logger,
@@ -78,7 +87,19 @@ export class SessionRegistry {
     this.clearTtl(session);
   }
 
-  /** Drops a session that has been committed. */
+  /** A session was committed: forget it as live, remember it as committed for the TTL. */
+  committed(session: Session, size: number, sha256: Buffer): void {
+    this.forget(session);
+    this.committedById.set(session.id, { agent: session.agent, storage: session.storage.name, size, sha256 });
+    setTimeout(() => this.committedById.delete(session.id), this.ttlMs).unref();
+  }
+
+  /** A session committed within the TTL, by ID. */
+  committedSession(id: string): CommittedSession | undefined {
+    return this.committedById.get(id);
+  }
+
+  /** Drops a session from the live ones (committed or discarded). */
   forget(session: Session): void {
     this.clearTtl(session);
     if (this.byKey.get(session.key) === session) this.byKey.delete(session.key);

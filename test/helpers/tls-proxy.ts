@@ -25,6 +25,10 @@
  *   { rewriteResumeOffset: x }       on an RSME connection, replace the u64 lastOffset of the
  *                                    server's 9-byte ResumeACK with x (status byte untouched).
  *                                    Any other kind of connection is forwarded unchanged.
+ *   { swallowFinalAck: true }        on an NBKP connection, once the client has half-closed (its
+ *                                    trailer is sent), forward the server's SACKs but not the
+ *                                    Final ACK: reset both sides the moment it arrives, so the
+ *                                    server has committed and the agent never hears it.
  *   { forward: true }                plain forwarding (same as having no plan).
  *
  * "Flushed upstream" means delivered to the server's kernel: the TLS write callbacks have fired
@@ -47,6 +51,7 @@ export type TlsConnPlan =
   | { holdBackAtClientEnd: number }
   | { resetAfterPlaintextBytes: number }
   | { rewriteResumeOffset: number }
+  | { swallowFinalAck: true }
   | { forward: true };
 
 export type TlsConnState =
@@ -76,6 +81,8 @@ export interface TlsConnInfo {
   clientEnded: boolean;
   /** For rewriteResumeOffset on an RSME connection: the ResumeACK as the server sent it. */
   resumeAck?: { status: number; lastOffset: number; rewrittenTo: number };
+  /** For swallowFinalAck: the Final ACK bytes that were dropped. */
+  swallowed?: Buffer;
   /** For the reset plans: false if the forwarded bytes were not confirmed delivered before the reset. */
   flushedBeforeReset?: boolean;
   clientError?: string;
@@ -481,10 +488,25 @@ class TlsMitmProxy implements TlsProxy {
 
     // ── server → client ──
     let ackBuf: Buffer | null = plan && 'rewriteResumeOffset' in plan ? Buffer.alloc(0) : null;
+    let pending = Buffer.alloc(0); // swallowFinalAck: server bytes after the client's half-close
     upstream.on('data', (chunk: Buffer) => {
       lastServerData = Date.now();
       if (!live()) return;
       serverSpoke = true;
+      if (plan && 'swallowFinalAck' in plan && info.kind === 'NBKP' && info.clientEnded) {
+        pending = Buffer.concat([pending, chunk]);
+        // Whole SACKs ("SACK" + u64) go through; the first byte of anything else is the Final ACK.
+        while (pending.length > 0 && pending[0] === 0x53) {
+          if (pending.length < 12) return;
+          toClient(pending.subarray(0, 12));
+          pending = pending.subarray(12);
+        }
+        if (pending.length === 0) return;
+        info.swallowed = Buffer.from(pending);
+        info.state = 'resetting';
+        resetBoth();
+        return;
+      }
       if (ackBuf !== null && plan && 'rewriteResumeOffset' in plan) {
         if (info.kind !== 'RSME') {
           // Not a resume: nothing to rewrite (the client always speaks first).

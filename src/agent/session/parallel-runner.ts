@@ -7,7 +7,7 @@ import { AutoScaler } from './autoscaler.js';
 import { ChunkDispatcher } from './chunk-dispatcher.js';
 import { NO_DEADLINE_MS, reportProgress, type BackupContext, type RunStats } from './context.js';
 import { DataStream, REJOIN_ATTEMPTS, type StreamEnv } from './data-stream.js';
-import { failureOf } from './final-answer.js';
+import { committedAnswer, failureOf } from './final-answer.js';
 import type { PrimaryConnection } from './primary.js';
 import { RetryBudget, isRetryable, sleep } from './retry.js';
 
@@ -123,7 +123,11 @@ async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doo
       log.warn({ session: primary.sessionId, err: errorMessage(err), attempt: budget.failures }, 'primary connection lost; re-attaching');
       primary.destroy();
       await sleep(delay, ctx.signal);
-      await primary.reattach(budget);
+      const found = await primary.reattach(budget);
+      if ('committed' in found) {
+        log.info({ session: primary.sessionId, bytes: found.committed.size }, 'session was already committed (its Final ACK was lost)');
+        return committedAnswer(p.trailer(), found.committed);
+      }
     }
   }
 }

@@ -9,6 +9,9 @@ import { connectWithRetry } from './connect.js';
 import type { BackupContext, RunStats } from './context.js';
 import { RestartSession, type RetryBudget } from './retry.js';
 
+/** What a resume found: where to continue, or that the session is already committed. */
+export type Reattached = { offset: number } | { committed: { size: number; sha256: Buffer } };
+
 /**
  * The session's first connection, shared by both modes: it opens the session (NBKP handshake, ACK
  * GO, mode byte) and, when it breaks, is replaced by a new connection that takes the session over
@@ -56,9 +59,10 @@ export class PrimaryConnection {
 
   /**
    * Replaces the connection with a new one that takes the session over (RSME). Resolves with the
-   * server's offset; throws RestartSession when the server no longer has the session.
+   * server's offset, or with what it committed when the session is already committed (its Final
+   * ACK was lost); throws RestartSession when the server no longer has the session.
    */
-  async reattach(budget: RetryBudget): Promise<number> {
+  async reattach(budget: RetryBudget): Promise<Reattached> {
     this.conn.socket.destroy();
     this.stats.reconnects++;
     const socket = await connectWithRetry(this.ctx, this.log, this.stats, budget);
@@ -69,11 +73,15 @@ export class PrimaryConnection {
       socket.destroy();
       throw err;
     });
+    if (answer.status === ResumeStatus.COMMITTED && answer.sha256) {
+      socket.destroy();
+      return { committed: { size: answer.lastOffset, sha256: answer.sha256 } };
+    }
     if (answer.status !== ResumeStatus.OK) {
       socket.destroy();
       throw new RestartSession(`server no longer has session ${this.sessionId} (${statusName(ResumeStatus, answer.status)})`);
     }
-    return answer.lastOffset;
+    return { offset: answer.lastOffset };
   }
 
   destroy(): void {

@@ -5,6 +5,7 @@ import type { Logger } from '../../log/logger.js';
 import { writeWithBackpressure } from '../../net/frame-socket.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import { NO_DEADLINE_MS, SEND_SLICE, reportProgress, type BackupContext, type RunStats } from './context.js';
+import { committedAnswer } from './final-answer.js';
 import { LinkWatchdog } from './link-watchdog.js';
 import type { PrimaryConnection } from './primary.js';
 import { RestartSession, isRetryable, sleep, type RetryBudget } from './retry.js';
@@ -46,7 +47,12 @@ export async function sendSingle(s: SingleSend): Promise<FinalAck> {
       }
       log.warn({ session: primary.sessionId, err: errorMessage(err), attempt: s.budget.failures, delayMs: delay, acked: ring.tail }, 'connection lost; resuming');
       await sleep(delay, s.ctx.signal);
-      const lastOffset = await primary.reattach(s.budget);
+      const found = await primary.reattach(s.budget);
+      if ('committed' in found) {
+        log.info({ session: primary.sessionId, bytes: found.committed.size }, 'session was already committed (its Final ACK was lost)');
+        return committedAnswer(s.trailer(), found.committed);
+      }
+      const lastOffset = found.offset;
       from = resumePoint(s, lastOffset);
       const resend = Math.max(0, stats.highWater - lastOffset);
       stats.bytesResent += resend;
