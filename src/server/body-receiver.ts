@@ -1,8 +1,8 @@
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import { TRAILER_SIZE } from '../../protocol/constants.js';
 import { decodeTrailer, type Trailer } from '../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../errors.js';
+import { hashPrefix, readAll, writevAll } from './file-io.js';
 import { judge, type Verdict } from './verdict.js';
 
 /**
@@ -29,7 +29,7 @@ const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_WRITE_BATCH = 64;
 
 export class BodyReceiver {
-  private readonly hash = crypto.createHash('sha256');
+  private hash = crypto.createHash('sha256');
   private holdback: Buffer = Buffer.alloc(0);
   private queue: Buffer[] = [];
   private queued = 0;
@@ -48,6 +48,22 @@ export class BodyReceiver {
     private events: BodyReceiverEvents = {},
     private readonly space?: SpaceClaims,
   ) {}
+
+  /**
+   * A receiver for a temporary file left by a server that stopped (re-adopting its session): the
+   * file's `size` bytes are taken as received, the hash is rebuilt by reading them once, and the
+   * last 44 (the possible start of a trailer) are held back again.
+   */
+  static async adopt(fd: number, size: number, space?: SpaceClaims): Promise<BodyReceiver> {
+    const r = new BodyReceiver(fd, {}, space);
+    const held = Math.min(TRAILER_SIZE, size);
+    r.hash = await hashPrefix(fd, size - held);
+    r.holdback = Buffer.alloc(held);
+    await readAll(fd, r.holdback, size - held);
+    r.written = size;
+    r.received = size;
+    return r;
+  }
 
   /** Who hears about writes: the connection currently feeding the session. */
   setOnWritten(fn: ((written: number) => void) | undefined): void {
@@ -169,27 +185,4 @@ export class BodyReceiver {
 
 function wakeAll(list: (() => void)[]): void {
   for (const resolve of list.splice(0)) resolve();
-}
-
-/** writev at an explicit position, looping over short writes. */
-async function writevAll(fd: number, bufs: Buffer[], position: number): Promise<void> {
-  let pending = bufs;
-  let pos = position;
-  while (pending.length > 0) {
-    const n = await new Promise<number>((resolve, reject) =>
-      fs.writev(fd, pending, pos, (err, written) => (err ? reject(err) : resolve(written))),
-    );
-    pos += n;
-    let skip = n;
-    const rest: Buffer[] = [];
-    for (const b of pending) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      rest.push(skip > 0 ? b.subarray(skip) : b);
-      skip = 0;
-    }
-    pending = rest;
-  }
 }

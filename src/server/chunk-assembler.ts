@@ -2,6 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { NbackupError, errorMessage } from '../errors.js';
 import type { SpaceClaims } from './body-receiver.js';
+import type { ChunkJournal } from './chunk-journal.js';
+import { openFd, readAll, writeAll } from './file-io.js';
 
 /**
  * Reassembles the chunks of a parallel session into the temporary file, strictly in global
@@ -30,7 +32,25 @@ export interface AssemblerStats {
   peakPendingMem: number;
 }
 
+/** Which data stream a chunk came on and where in it: recorded in the journal. */
+export interface ChunkOrigin {
+  stream: number;
+  streamStart: number;
+}
+
+/** Where a stopped server left a session's chunks (see adoption.ts). */
+export interface AssemblerState {
+  /** Bytes of chunks 0 .. nextSeq-1 in the temporary file, and their hash so far. */
+  written: number;
+  nextSeq: number;
+  hash: crypto.Hash;
+  /** Chunks in the staging file, waiting for their turn. */
+  staged: { seq: number; length: number; at: number; origin: ChunkOrigin }[];
+}
+
 interface Waiting {
+  seq: number;
+  origin: ChunkOrigin;
   /** In memory, or null once spilled or written. */
   data: Buffer | null;
   /** Waiting in memory for its turn, counted in `pendingMem`. */
@@ -50,7 +70,7 @@ export class ChunkAssembler {
   lastActivity = Date.now();
   /** The next global sequence number the file needs. */
   nextSeq = 0;
-  private readonly hash = crypto.createHash('sha256');
+  private hash = crypto.createHash('sha256');
   private readonly waiting = new Map<number, Waiting>();
   private pendingMem = 0;
   /** Bytes accepted by `add` and not yet stored. */
@@ -70,7 +90,23 @@ export class ChunkAssembler {
     private readonly stagingPath: string,
     private readonly memLimit: number,
     private readonly space?: SpaceClaims,
+    /** Where stored chunks are recorded before they are acknowledged (see chunk-journal.ts). */
+    private readonly journal?: ChunkJournal,
   ) {}
+
+  /** Takes up a session where a stopped server left it: file, hash and staged chunks. */
+  async restore(state: AssemblerState): Promise<void> {
+    this.written = state.written;
+    this.nextSeq = state.nextSeq;
+    this.hash = state.hash;
+    if (state.staged.length === 0) return;
+    this.stagingFd = await openFd(this.stagingPath, 'r+', 0o600);
+    for (const c of state.staged) {
+      const w: Waiting = { seq: c.seq, origin: c.origin, data: null, inMem: false, staged: { offset: c.at, length: c.length }, stored: Promise.resolve(), resolve: () => {}, reject: () => {} };
+      this.waiting.set(c.seq, w);
+      this.stagingEnd = Math.max(this.stagingEnd, c.at + c.length);
+    }
+  }
 
   get failed(): Error | null {
     return this.failure;
@@ -101,13 +137,8 @@ export class ChunkAssembler {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  /** True when `seq` was already received (written, waiting or staged). */
-  has(seq: number): boolean {
-    return seq < this.nextSeq || this.waiting.has(seq);
-  }
-
-  /** Accepts one chunk; resolves when it (or its first copy) is stored. */
-  add(seq: number, data: Buffer): Promise<void> {
+  /** Accepts one chunk; resolves when it (or its first copy) is stored (and journaled). */
+  add(seq: number, data: Buffer, origin: ChunkOrigin = { stream: 0, streamStart: 0 }): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     this.lastActivity = Date.now();
     if (seq < this.nextSeq) {
@@ -131,7 +162,7 @@ export class ChunkAssembler {
     // wait for its turn counts against the memory limit.
     const inTurn = seq === this.nextSeq;
     const inMem = !inTurn && this.pendingMem + data.length <= this.memLimit;
-    const w: Waiting = { data, inMem, staged: null, stored, resolve, reject };
+    const w: Waiting = { seq, origin, data, inMem, staged: null, stored, resolve, reject };
     this.waiting.set(seq, w);
     this.queuedBytes += data.length;
     if (inMem) {
@@ -163,10 +194,11 @@ export class ChunkAssembler {
     return this.hash.digest();
   }
 
-  /** Closes and deletes the staging file, and drops every waiting chunk. */
+  /** Closes and deletes the staging file, closes the journal, and drops every waiting chunk. */
   async dispose(): Promise<void> {
     this.fail(new NbackupError('internal', 'assembler closed'));
     await this.queue;
+    await this.journal?.close();
     if (this.stagingFd >= 0) {
       const fd = this.stagingFd;
       this.stagingFd = -1;
@@ -220,6 +252,7 @@ export class ChunkAssembler {
     const offset = this.stagingEnd;
     this.stagingEnd += data.length;
     await this.claimed(data.length, () => writeAll(this.stagingFd, data, offset));
+    await this.journal?.append({ seq: w.seq, length: data.length, ...w.origin, where: 'staging', at: offset });
     w.data = null;
     w.staged = { offset, length: data.length };
     this.stored(w, data.length);
@@ -252,6 +285,7 @@ export class ChunkAssembler {
       w.data = null;
       const chunk = data;
       await this.claimed(chunk.length, () => writeAll(this.fd, chunk, this.written));
+      await this.journal?.append({ seq: this.nextSeq, length: chunk.length, ...w.origin, where: 'file', at: this.written });
       this.hash.update(data);
       this.written += data.length;
       this.lastActivity = Date.now();
@@ -270,30 +304,5 @@ export class ChunkAssembler {
       sw.resolve();
       return false;
     });
-  }
-}
-
-function openFd(path: string, flags: string, mode: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-async function writeAll(fd: number, data: Buffer, position: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const n = await new Promise<number>((resolve, reject) =>
-      fs.write(fd, data, off, data.length - off, position + off, (err, written) => (err ? reject(err) : resolve(written))),
-    );
-    off += n;
-  }
-}
-
-async function readAll(fd: number, into: Buffer, position: number): Promise<void> {
-  let off = 0;
-  while (off < into.length) {
-    const n = await new Promise<number>((resolve, reject) =>
-      fs.read(fd, into, off, into.length - off, position + off, (err, read) => (err ? reject(err) : resolve(read))),
-    );
-    if (n === 0) throw new NbackupError('storage', `staging file ended early at ${position + off}`);
-    off += n;
   }
 }

@@ -22,6 +22,11 @@ export interface StreamState {
   readonly index: number;
   /** Stream bytes (headers + payloads) of complete chunks received: the re-join offset. */
   bytes: number;
+  /**
+   * Set on a session taken up after a server restart: its chunks up to this offset are stored,
+   * but their ChunkSACKs may never have gone out. The first join acknowledges them at once.
+   */
+  recovered: { chunkSeq: number; offset: number } | null;
   /** The connection feeding this stream now; a re-join evicts a stale one. */
   readonly link: ConnectionSlot;
   joins: number;
@@ -44,7 +49,7 @@ export class ChunkStreams {
   stream(index: number): StreamState {
     let s = this.streams.get(index);
     if (!s) {
-      s = { index, bytes: 0, link: new ConnectionSlot(), joins: 0, acks: Promise.resolve() };
+      s = { index, bytes: 0, recovered: null, link: new ConnectionSlot(), joins: 0, acks: Promise.resolve() };
       this.streams.set(index, s);
     }
     return s;
@@ -71,9 +76,10 @@ export async function receiveChunks(
 ): Promise<PumpEnd> {
   const assembler = chunks.assembler;
   const parser = new ChunkParser(chunks, stream.index, (seq, data) => {
+    const streamStart = stream.bytes;
     stream.bytes += CHUNK_HEADER_SIZE + data.length;
     const offset = stream.bytes;
-    const stored = assembler.add(seq, data);
+    const stored = assembler.add(seq, data, { stream: stream.index, streamStart });
     // Seen through the chain below; a failure earlier in the chain must not leave it unhandled.
     stored.catch(() => undefined);
     const acks = stream.acks

@@ -1,7 +1,9 @@
+import fs from 'node:fs';
 import { FinalStatus, speaksReasons } from '../../protocol/constants.js';
 import { encodeFinalAck } from '../../protocol/frames.js';
 import { errorMessage } from '../errors.js';
 import type { Connection, ServerContext } from './context.js';
+import { sessionFiles } from './session-record.js';
 import { NoSpaceError } from './space-guard.js';
 import { bytesReceived, sessionContext, type Session } from './session.js';
 import type { Verdict } from './verdict.js';
@@ -34,7 +36,9 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
     return;
   }
   try {
+    const tempPath = session.temp.path;
     const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize);
+    const files = sessionFiles(tempPath);
     if (clockBehindMs > 0) {
       log.warn(
         { ...sessionContext(session), behindS: Math.round(clockBehindMs / 1000), file },
@@ -47,6 +51,8 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
       session.chunks.closeAll();
       await session.chunks.assembler.dispose();
     }
+    // Nothing of the session is left beside the archive (staging, journal, record).
+    for (const f of [files.staging, files.journal, files.record]) await fs.promises.rm(f, { force: true });
     socket.end(encodeFinalAck({ status: FinalStatus.OK, message: '' }, conn.version));
     const seconds = (Date.now() - session.startedAt) / 1000;
     log.info(

@@ -74,10 +74,14 @@ export class SessionRegistry {
       { ...sessionContext(session), remote, reason: why, received: bytesReceived(session), ttlS: this.ttlMs / 1000 },
       'connection lost; session kept for resume',
     );
+    this.keepFor(session, this.ttlMs);
+  }
+
+  private keepFor(session: Session, ms: number): void {
     this.clearTtl(session);
     const timer = setTimeout(() => {
       void this.discard(session, `not resumed within ${Math.round(this.ttlMs / 1000)}s; temporary file deleted`);
-    }, this.ttlMs);
+    }, ms);
     timer.unref();
     this.ttlTimers.set(session, timer);
   }
@@ -92,6 +96,13 @@ export class SessionRegistry {
     this.forget(session);
     this.committedById.set(session.id, { agent: session.agent, storage: session.storage.name, size, sha256 });
     setTimeout(() => this.committedById.delete(session.id), this.ttlMs).unref();
+  }
+
+  /** A session a restarted server took up: live again, waiting (detached) for its agent. */
+  adopt(session: Session, ttlLeftMs: number): void {
+    this.byKey.set(session.key, session);
+    this.byIdMap.set(session.id, session);
+    this.keepFor(session, ttlLeftMs);
   }
 
   /** A session committed within the TTL, by ID. */

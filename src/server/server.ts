@@ -7,6 +7,7 @@ import { NbackupError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { FrameSocket } from '../net/frame-socket.js';
 import { loadTlsMaterial, serverTlsOptions } from '../tls/material.js';
+import { adoptSessions } from './adoption.js';
 import { serveBackup } from './connections/backup.js';
 import { serveHealth } from './connections/health.js';
 import { serveJoin } from './connections/join.js';
@@ -25,6 +26,8 @@ export class BackupServer {
   private readonly server: tls.Server;
   private readonly ctx: ServerContext;
   private readonly sockets = new Set<tls.TLSSocket>();
+  /** The handlers of open connections, so that stop() can let them finish. */
+  private readonly serving = new Set<Promise<void>>();
 
   constructor(config: ServerConfig, log: Logger) {
     const material = loadTlsMaterial({ ca: config.tls.ca_cert, cert: config.tls.server_cert, key: config.tls.server_key });
@@ -43,14 +46,16 @@ export class BackupServer {
   }
 
   /**
-   * Checks every storage can be written, removes temporary files no live session owns, then
-   * listens. Resolves with the bound port.
+   * Checks every storage can be written, takes up the sessions the previous server left (if still
+   * within their TTL), removes every other temporary file, then listens. Resolves with the bound port.
    */
   async start(): Promise<number> {
     const { config, log, storages } = this.ctx;
     for (const storage of storages.values()) await storage.check();
+    const adopted = await adoptSessions(this.ctx);
     for (const storage of storages.values()) {
       for (const tmp of await storage.tempFiles()) {
+        if (adopted.has(tmp)) continue;
         await fs.promises.rm(tmp, { force: true });
         log.info({ file: tmp, storage: storage.name }, 'removed orphan temporary file');
       }
@@ -69,13 +74,17 @@ export class BackupServer {
     return bound;
   }
 
-  /** Stops accepting; closes open connections after `graceMs`. */
-  async stop(graceMs = 5000): Promise<void> {
+  /**
+   * Stops accepting and closes every connection: the sessions they fed stay on disk and the next
+   * start takes them up (adoption.ts). Waits, at most `graceMs`, for the handlers to finish what
+   * they were doing, so that a commit under way completes.
+   */
+  async stop(graceMs = 10_000): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    const timer = setTimeout(() => {
-      for (const s of this.sockets) s.destroy();
-    }, graceMs);
-    await closed;
+    for (const s of this.sockets) s.destroy();
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)));
+    await Promise.race([Promise.allSettled([closed, ...this.serving]), bound]);
     clearTimeout(timer);
   }
 
@@ -86,10 +95,12 @@ export class BackupServer {
       /* reported where the connection is served */
     });
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.serve(socket, remote).catch((err: unknown) => {
+    const handled = this.serve(socket, remote).catch((err: unknown) => {
       this.ctx.log.warn({ remote, err: errorMessage(err) }, 'connection closed');
       socket.destroy();
     });
+    this.serving.add(handled);
+    void handled.finally(() => this.serving.delete(handled));
   }
 
   private async serve(socket: tls.TLSSocket, remote: string): Promise<void> {

@@ -1,6 +1,7 @@
 import type { BodyReceiver } from './body-receiver.js';
 import type { ChunkStreams } from './chunk-stream-receiver.js';
 import { ConnectionSlot } from './connection-slot.js';
+import type { SessionRecord } from './session-record.js';
 import type { Storage, TempFile } from './storage.js';
 
 /**
@@ -21,6 +22,8 @@ interface SessionBase {
   readonly backup: string;
   readonly startedAt: number;
   readonly temp: TempFile;
+  /** The protocol version of the agent that opened it. */
+  readonly version: number;
   readonly link: ConnectionSlot;
   resumes: number;
   /** Committed or discarded: nothing may touch the temporary file any more. */
@@ -39,6 +42,13 @@ export interface ParallelSession extends SessionBase {
 
 export type Session = SingleSession | ParallelSession;
 
+/** The session record of a live session (see session-record.ts). */
+export function recordOf(s: Session): SessionRecord {
+  const base = { format: 1 as const, id: s.id, agent: s.agent, storage: s.storage.name, backup: s.backup, version: s.version };
+  if (s.mode === 'single') return { ...base, mode: 'single' };
+  return { ...base, mode: 'parallel', maxStreams: s.chunks.maxStreams, chunkSize: s.chunks.chunkSize };
+}
+
 /** What identifies a session in every log line about it. */
 export function sessionContext(s: Session): Record<string, unknown> {
   return { session: s.id, agent: s.agent, storage: s.storage.name, backup: s.backup };
@@ -55,6 +65,7 @@ export interface SessionIdentity {
   storage: Storage;
   backup: string;
   temp: TempFile;
+  version: number;
 }
 
 /** `agent:storage:backup`, the key of the BUSY rule. */

@@ -4,6 +4,7 @@ import { nameProblem } from '../../protocol/names.js';
 import type { StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
 import { archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
+import { sessionFiles } from './session-record.js';
 import { SpaceGuard } from './space-guard.js';
 
 /**
@@ -21,11 +22,6 @@ export interface TempFile {
 }
 
 const TEMP_SUFFIX = '.tmp';
-
-/** Where a parallel session spills out-of-order chunks: beside its temporary file, also swept as `.tmp`. */
-export function stagingPathOf(temp: TempFile): string {
-  return temp.path.replace(/\.tar\.gz\.tmp$/, '.staging.tmp');
-}
 
 export class Storage {
   readonly baseDir: string;
@@ -142,14 +138,14 @@ export class Storage {
     return { file: final, removed, clockBehindMs: behindMs };
   }
 
-  /** Closes (if still open) and deletes a temporary file that will not be committed. */
+  /** Closes (if still open) and deletes a temporary file that will not be committed, and the files beside it. */
   async removeTemp(temp: TempFile): Promise<void> {
     if (temp.fd >= 0) {
       const fd = temp.fd;
       temp.fd = -1;
       await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
     }
-    await fs.promises.rm(temp.path, { force: true });
+    for (const file of Object.values(sessionFiles(temp.path))) await fs.promises.rm(file, { force: true });
   }
 
   /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones, never `keep`. */
@@ -161,7 +157,7 @@ export class Storage {
     return excess.map((n) => path.join(dir, n));
   }
 
-  /** Every temporary file under this storage: `<base>/<agent>/<backup>/.*.tmp`. */
+  /** Every session's files under this storage: `<base>/<agent>/<backup>/.*.tmp`. */
   async tempFiles(): Promise<string[]> {
     const out: string[] = [];
     const agents = await readdirOrEmpty(this.baseDir);

@@ -203,7 +203,7 @@ export async function waitForTempBytes(dir: string, sessionId: string, bytes: nu
   let size = 0;
   await waitUntilAsync(
     async () => {
-      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId));
+      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId) && f.endsWith('.tar.gz.tmp'));
       size = name ? await stat(join(dir, name)).then((st) => st.size, () => 0) : 0;
       return size >= bytes;
     },

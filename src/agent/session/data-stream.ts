@@ -130,21 +130,27 @@ export class DataStream {
     }
   }
 
-  /** After a (re-)join: keep what the server has, queue the rest again, continue at its offset. */
+  /**
+   * After a (re-)join: keep what the server has, queue the rest again, continue at its offset.
+   * A server that has less than it acknowledged (it lost data in a crash) cannot be helped by
+   * sending again: those chunks left the ring, so the session starts over.
+   */
   private reconcile(lastOffset: number): void {
     if (lastOffset > this.offset) {
       throw new NbackupError('protocol', `server has ${lastOffset} bytes of stream ${this.index}, but only ${this.offset} were sent`);
     }
-    const resend: Chunk[] = [];
-    while (this.inflight.length > 0 && this.inflight[this.inflight.length - 1].start >= lastOffset) {
-      resend.unshift(this.inflight.pop()!.chunk);
-    }
+    const resend: Sent[] = [];
+    while (this.inflight.length > 0 && this.inflight[this.inflight.length - 1].start >= lastOffset) resend.unshift(this.inflight.pop()!);
     const last = this.inflight[this.inflight.length - 1];
     if (last && last.end !== lastOffset) {
       throw new NbackupError('protocol', `server offset ${lastOffset} of stream ${this.index} is not a chunk boundary`);
     }
-    for (const c of resend) this.env.stats.bytesResent += c.length;
-    this.queue.unshift(...resend);
+    const sentFrom = resend[0]?.start ?? this.offset;
+    if (!last && lastOffset < sentFrom) {
+      throw new RestartSession(`the server has lost acknowledged chunks of stream ${this.index} (it has ${lastOffset} bytes, ${sentFrom} were acknowledged)`);
+    }
+    for (const r of resend) this.env.stats.bytesResent += r.chunk.length;
+    this.queue.unshift(...resend.map((r) => r.chunk));
     this.offset = lastOffset;
   }
 

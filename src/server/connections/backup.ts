@@ -7,8 +7,10 @@ import { BodyReceiver } from '../body-receiver.js';
 import { ChunkAssembler } from '../chunk-assembler.js';
 import { ChunkStreams } from '../chunk-stream-receiver.js';
 import type { Connection, ServerContext } from '../context.js';
-import { parallelSession, sessionContext, singleSession, type SessionIdentity } from '../session.js';
-import { stagingPathOf, type TempFile } from '../storage.js';
+import { parallelSession, recordOf, sessionContext, singleSession, type Session, type SessionIdentity } from '../session.js';
+import { ChunkJournal } from '../chunk-journal.js';
+import { sessionFiles, writeRecord } from '../session-record.js';
+import type { TempFile } from '../storage.js';
 import { feedPrimary } from './feed-primary.js';
 import { feedSingle } from './feed-single.js';
 
@@ -37,30 +39,37 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: cannot create a temporary file: ${errorMessage(err)}`);
     return;
   }
-  const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp };
+  const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp, version: conn.version };
   const ctxFields = { session: id, agent: hs.agent, storage: storage.name, backup: hs.backup };
   socket.write(encodeAck({ status: AckStatus.GO, message: '', sessionId: id }));
   ctx.log.info({ ...ctxFields, remote }, 'session started');
-  let mode: Mode;
+  const files = sessionFiles(temp.path);
+  let session: Session | undefined;
   try {
-    mode = await frames.read(decodeMode, ctx.config.server.handshake_timeout, 'stream mode');
-    if (mode.kind === 'parallel') checkParallelInit(mode.maxStreams, mode.chunkSize);
+    const mode = await frames.read(decodeMode, ctx.config.server.handshake_timeout, 'stream mode');
+    session = await newSession(who, mode, files.journal);
+    // Beside the temporary file, what a restarted server needs to take the session up again.
+    await writeRecord(files.record, recordOf(session));
   } catch (err) {
     claim.release();
+    if (session?.mode === 'parallel') await session.chunks.assembler.dispose();
     await storage.removeTemp(temp);
     ctx.log.warn({ ...ctxFields, reason: `no usable stream mode: ${errorMessage(err)}` }, 'session discarded');
     throw err;
   }
-  if (mode.kind === 'single') {
-    const session = singleSession(who, new BodyReceiver(temp.fd, {}, storage.space));
-    ctx.registry.add(session, claim);
-    return feedSingle(ctx, session, conn);
-  }
-  const assembler = new ChunkAssembler(temp.fd, stagingPathOf(temp), storage.config.assembler_pending_mem_limit, storage.space);
-  const session = parallelSession(who, new ChunkStreams(mode.maxStreams, mode.chunkSize, assembler));
   ctx.registry.add(session, claim);
-  ctx.log.info({ ...sessionContext(session), maxStreams: mode.maxStreams, chunkSize: mode.chunkSize }, 'parallel session');
+  if (session.mode === 'single') return feedSingle(ctx, session, conn);
+  ctx.log.info({ ...sessionContext(session), maxStreams: session.chunks.maxStreams, chunkSize: session.chunks.chunkSize }, 'parallel session');
   return feedPrimary(ctx, session, conn);
+}
+
+async function newSession(who: SessionIdentity, mode: Mode, journalPath: string): Promise<Session> {
+  const { storage, temp } = who;
+  if (mode.kind === 'single') return singleSession(who, new BodyReceiver(temp.fd, {}, storage.space));
+  checkParallelInit(mode.maxStreams, mode.chunkSize);
+  const journal = await ChunkJournal.create(journalPath);
+  const assembler = new ChunkAssembler(temp.fd, sessionFiles(temp.path).staging, storage.config.assembler_pending_mem_limit, storage.space, journal);
+  return parallelSession(who, new ChunkStreams(mode.maxStreams, mode.chunkSize, assembler));
 }
 
 function checkParallelInit(maxStreams: number, chunkSize: number): void {

@@ -1,5 +1,5 @@
 import { ParallelStatus, isSupportedVersion } from '../../../protocol/constants.js';
-import { encodeParallelAck, type ParallelJoin } from '../../../protocol/frames.js';
+import { encodeChunkSack, encodeParallelAck, type ParallelJoin } from '../../../protocol/frames.js';
 import { receiveChunks } from '../chunk-stream-receiver.js';
 import { peerName, type Connection, type ServerContext } from '../context.js';
 import { sessionContext } from '../session.js';
@@ -26,6 +26,11 @@ export async function serveJoin(ctx: ServerContext, conn: Connection, join: Para
   await stream.link.occupy(socket, async () => {
     stream.joins++;
     socket.write(encodeParallelAck({ status: ParallelStatus.OK, lastOffset: stream.bytes }));
+    if (stream.recovered) {
+      // Taken up after a restart: what the journal holds is stored, acknowledged or not before.
+      socket.write(encodeChunkSack({ streamIndex: stream.index, ...stream.recovered }));
+      stream.recovered = null;
+    }
     const fields = { ...sessionContext(session), remote, stream: stream.index, lastOffset: stream.bytes, joins: stream.joins };
     ctx.log.info(fields, stream.joins > 1 ? 'stream re-joined' : 'stream joined');
     const end = await receiveChunks(chunks, stream, socket, conn.frames.detach(), ctx.config.server.idle_timeout);

@@ -1,0 +1,55 @@
+import fs from 'node:fs';
+import { errorMessage } from '../errors.js';
+
+/**
+ * What a session needs to outlive the server process, in a small JSON file beside its temporary
+ * file: who it belongs to and how it is sent, so that a restarted server can take it up again
+ * (adoption.ts). The bytes themselves are in the temporary file (and, for a parallel session, in
+ * its staging file and chunk journal). A committed session leaves none of these behind.
+ *
+ * Every file of a session ends in `.tmp`: whatever a start-up does not take up is swept.
+ */
+export interface SessionRecord {
+  format: 1;
+  id: string;
+  agent: string;
+  storage: string;
+  backup: string;
+  mode: 'single' | 'parallel';
+  /** The protocol version of the agent that opened it. */
+  version: number;
+  maxStreams?: number;
+  chunkSize?: number;
+}
+
+/** The files of one session, from its temporary file's path (`.<id>.tar.gz.tmp`). */
+export function sessionFiles(tempPath: string): { temp: string; staging: string; journal: string; record: string } {
+  const base = tempPath.replace(/\.tar\.gz\.tmp$/, '');
+  return { temp: tempPath, staging: `${base}.staging.tmp`, journal: `${base}.chunks.tmp`, record: `${base}.session.tmp` };
+}
+
+/** Written whole or not at all: a new file renamed over the old one. */
+export async function writeRecord(path: string, record: SessionRecord): Promise<void> {
+  const next = path.replace(/\.tmp$/, '.new.tmp');
+  await fs.promises.writeFile(next, JSON.stringify(record) + '\n', { mode: 0o600 });
+  await fs.promises.rename(next, path);
+}
+
+/** The record at `path`, or why it cannot be used. */
+export async function readRecord(path: string): Promise<SessionRecord | string> {
+  let value: unknown;
+  try {
+    value = JSON.parse(await fs.promises.readFile(path, 'utf8'));
+  } catch (err) {
+    return `unreadable session record: ${errorMessage(err)}`;
+  }
+  const r = value as Partial<SessionRecord>;
+  const ok =
+    r !== null &&
+    typeof r === 'object' &&
+    r.format === 1 &&
+    [r.id, r.agent, r.storage, r.backup].every((v) => typeof v === 'string' && v !== '') &&
+    (r.mode === 'single' || r.mode === 'parallel') &&
+    typeof r.version === 'number';
+  return ok ? (r as SessionRecord) : 'malformed session record';
+}
