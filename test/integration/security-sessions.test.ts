@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
@@ -223,7 +223,7 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     assert.ok((await readFile(join(rBase, 'agent-a', 'start-over', files[0]))).equals(gzData));
   });
 
-  it('(k3) a server restart removes the temporary file of a session cut by a crash', async () => {
+  it('(k3) a server restart removes the temporary file of a session cut by a crash, once older than session_ttl', async () => {
     const s2 = await handshake({ backup: 'killed' }, 'agent-a', restartServer!.port);
     assert.equal(s2.ack.status, AckStatus.GO, s2.ack.message);
     s2.c.write(encodeSingleMode());
@@ -235,6 +235,11 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     await restartServer!.waitForExit(5000);
     s2.c.destroy();
     assert.ok((await tmpFiles(dir)).length > 0, 'precondition: the orphan is there');
+    // A session younger than session_ttl (2 s) is taken up by the next server (restart.test.ts);
+    // one older than that is an orphan. Wait until the file's last write is that old.
+    const temp = join(dir, (await tmpFiles(dir)).find((f) => f.endsWith('.tar.gz.tmp'))!);
+    const old = await pollUntil(async () => Date.now() - (await stat(temp)).mtimeMs > 2500, 6000);
+    assert.ok(old, 'the temporary file ages past session_ttl');
     restartServer = await startServer(restartYaml);
     assert.deepEqual(await listFilesRecursive(dir), [], 'the restarted server must remove the orphan temporary file');
     assert.equal((await rawHealth(restartServer.port, pki)).status, HealthStatus.READY);
