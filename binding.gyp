@@ -1,21 +1,8 @@
 {
+  "variables": {
+    "has_codec_libs": "<!(pkg-config --exists libisal libdeflate libzstd && echo 1 || echo 0)"
+  },
   "targets": [
-    {
-      "target_name": "nbackup_gzip",
-      "sources": [
-        "src/native/gzip.c",
-        "src/native/libdeflate/lib/deflate_compress.c",
-        "src/native/libdeflate/lib/gzip_compress.c",
-        "src/native/libdeflate/lib/crc32.c",
-        "src/native/libdeflate/lib/utils.c",
-        "src/native/libdeflate/lib/x86/cpu_features.c",
-        "src/native/libdeflate/lib/arm/cpu_features.c"
-      ],
-      "include_dirs": ["src/native", "src/native/libdeflate"],
-      "defines": ["NAPI_VERSION=8"],
-      "cflags": ["-O2", "-std=gnu11", "-Wno-sign-compare", "-Wno-unused-parameter"],
-      "cflags!": ["-O3"]
-    },
     {
       "target_name": "nbackup_fs",
       "sources": ["src/native/file-map.c"],
@@ -23,5 +10,19 @@
       "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter"],
       "cflags!": ["-O3"]
     }
+  ],
+  "conditions": [
+    ["has_codec_libs==1", {
+      "targets": [
+        {
+          "target_name": "nbackup_codec",
+          "sources": ["src/native/codecs.c"],
+          "defines": ["NAPI_VERSION=8", "NBACKUP_ISAL_VERSION=\"<!(pkg-config --modversion libisal)\""],
+          "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter", "<!@(pkg-config --cflags libisal libdeflate libzstd)"],
+          "cflags!": ["-O3"],
+          "libraries": ["<!@(pkg-config --libs libisal libdeflate libzstd)"]
+        }
+      ]
+    }]
   ]
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { runDaemon, runHealth, runOnce } from '../src/agent/cli.js';
+import { describeEngines } from '../src/agent/pipeline/codecs.js';
 import { runCommand, usageError } from '../src/cli/run-command.js';
 
 const program = new Command()
@@ -11,7 +12,7 @@ const program = new Command()
   .option('--once', 'run the backup entries now, then exit (0 only if every entry committed)')
   .option('--backup <name>', 'with --once: run only this entry')
   .option('--progress', 'with --once: show progress on stderr')
-  .version('0.1.0')
+  .version(`0.1.0\n${describeEngines()}`)
   .action(async (opts: { config?: string; once?: boolean; backup?: string; progress?: boolean }) => {
     if (!opts.config) throw usageError("required option '-c, --config <file>' not specified");
     if (opts.once) {

@@ -18,12 +18,14 @@ import {
 } from './constants.js';
 import { type Decoded, type Parser, invalid, line, parse, status, u32, u64, u8, withMagic, writeU64 } from './codec.js';
 
-/** `NBKP` ver agent\n storage\n backup\n — client opens a backup session. */
+/** `NBKP` ver agent\n storage\n backup\n [format\n] — client opens a backup session. */
 export interface Handshake {
   version: number;
   agent: string;
   storage: string;
   backup: string;
+  /** Version 3: the archive format, "gzip" or "zstd" (the server checks it). Version 2: gzip. */
+  format?: string;
 }
 /** status · message\n · sessionId\n — server answers the handshake. */
 export interface Ack {
@@ -76,26 +78,32 @@ export type ServerDataMessage = { type: 'sack'; offset: number } | ({ type: 'fin
 
 // ─── §1 Backup session ────────────────────────────────────────────────────────────────────────
 
+/**
+ * Version 3 adds a fourth line, the archive format (default "gzip"); version 2 has none, and a
+ * version this code does not know is read in its version-2 shape, enough for the server to refuse
+ * it by name.
+ */
+function hasFormatLine(version: number): boolean {
+  return version >= 0x03 && version <= PROTOCOL_VERSION;
+}
+
 export function encodeHandshake(h: Omit<Handshake, 'version'> & { version?: number }): Buffer {
   const F = 'Handshake';
   const version = u8(F, 'version', h.version ?? PROTOCOL_VERSION);
-  return Buffer.concat([
-    MagicBytes.NBKP,
-    Buffer.of(version),
-    line(F, 'agent', h.agent),
-    line(F, 'storage', h.storage),
-    line(F, 'backup', h.backup),
-  ]);
+  const lines = [line(F, 'agent', h.agent), line(F, 'storage', h.storage), line(F, 'backup', h.backup)];
+  if (hasFormatLine(version)) lines.push(line(F, 'format', h.format ?? 'gzip'));
+  return Buffer.concat([MagicBytes.NBKP, Buffer.of(version), ...lines]);
 }
 
 export function decodeHandshake(buf: Buffer): Decoded<Handshake> | null {
-  return parse(buf, 'Handshake', (p) => {
+  return parse(buf, 'Handshake', (p): Handshake => {
     p.magic(Magic.NBKP);
     const version = p.u8();
     const agent = p.line('agent');
     const storage = p.line('storage');
     const backup = p.line('backup');
-    return { version, agent, storage, backup };
+    if (!hasFormatLine(version)) return { version, agent, storage, backup };
+    return { version, agent, storage, backup, format: p.line('format') };
   });
 }
 

@@ -2,7 +2,7 @@ import { encodeTrailer } from '../../protocol/frames.js';
 import type { BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
-import { selectGzipCodec } from './pipeline/gzip-codec.js';
+import { codecFor } from './pipeline/codecs.js';
 import { runPipeline, type PipelineResult } from './pipeline/pipeline.js';
 import { RingBuffer } from './pipeline/ring-buffer.js';
 import { checkSources } from './pipeline/scanner.js';
@@ -52,11 +52,15 @@ export async function runBackup(entry: BackupConfig, ctx: BackupContext): Promis
 }
 
 async function runSession(entry: BackupConfig, sources: string[], ctx: BackupContext, log: Logger, stats: RunStats): Promise<BackupOutcome> {
+  // Before any connection: a format this agent cannot write fails the entry with nothing opened.
+  const codec = codecFor(entry.compression.format, entry.compression.level);
   const budget = new RetryBudget(ctx.config.retry);
   const primary = await PrimaryConnection.open(ctx, entry, log, stats, budget);
   const sessionId = primary.sessionId;
-  const codec = selectGzipCodec((why) => log.warn(why));
-  log.info({ session: sessionId, sources, exclude: entry.exclude, gzip: codec.name, level: entry.compression.level }, 'backup started');
+  log.info(
+    { session: sessionId, sources, exclude: entry.exclude, format: codec.format, engine: codec.engine, level: entry.compression.level, gzip: codec.engine },
+    'backup started',
+  );
 
   const ring = new RingBuffer(entry.resume.buffer_size);
   let result: PipelineResult | null = null;
@@ -64,7 +68,6 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
   const pipeline = runPipeline({
     sources,
     exclude: entry.exclude,
-    level: entry.compression.level,
     codec,
     deliver: (out) => ring.write(out),
     onWarning: (w) => log.warn({ path: w.path }, w.message),

@@ -4,6 +4,7 @@ import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
 import { createLogger, flushLogs, type Logger } from '../log/logger.js';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
 import { runBackup } from './backup-job.js';
+import { NATIVE_PACKAGES, nativeCodecProblem } from './pipeline/codecs.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
 import { runLimit } from './run-limit.js';
@@ -28,7 +29,20 @@ async function setup(configPath: string): Promise<{ config: AgentConfig; materia
       `agent.name "${config.agent.name}" does not match the CN "${material.commonName}" of ${config.tls.client_cert}; the server would refuse it`,
     );
   }
-  return { config, material, log: createLogger(config.logging, 'nbackup-agent', configPath) };
+  const log = createLogger(config.logging, 'nbackup-agent', configPath);
+  warnCodecs(config, log);
+  return { config, material, log };
+}
+
+/** Once at start-up: gzip without the native codecs costs about 3× the CPU, zstd cannot run. */
+function warnCodecs(config: AgentConfig, log: Logger): void {
+  const problem = nativeCodecProblem();
+  if (!problem) return;
+  const zstd = config.backups.filter((b) => b.compression.format === 'zstd').map((b) => b.name);
+  log.warn(
+    { problem, install: NATIVE_PACKAGES, zstdEntries: zstd },
+    `native compression is unavailable: gzip runs on node:zlib (about 3× the CPU)${zstd.length > 0 ? ' and the zstd entries will fail' : ''}; install ${NATIVE_PACKAGES}, then npm ci`,
+  );
 }
 
 /** Runs one entry under its run limit. */

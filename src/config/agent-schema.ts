@@ -6,7 +6,7 @@
  */
 import type { z } from 'zod';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../../protocol/constants.js';
-import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, nonEmptyStr, obj, pathLeaf, section, size, type HostPort } from './leaves.js';
+import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, nonEmptyStr, obj, oneOf, pathLeaf, section, size, type HostPort } from './leaves.js';
 import { formatBytes, formatDuration, GB, MB } from './units.js';
 
 export const RESUME_BUFFER_MIN = MB;
@@ -14,7 +14,16 @@ const RESUME_BUFFER_MAX = GB;
 
 const bufferSize = () => size(RESUME_BUFFER_MIN, RESUME_BUFFER_MAX);
 const chunkSize = () => size(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE);
-const compressionLevel = () => int(1, 9);
+/** Archive formats and their level scales (gzip 1 fastest … 9 smallest; zstd 1 … 19). */
+export const ARCHIVE_FORMATS = ['gzip', 'zstd'] as const;
+export type ArchiveFormat = (typeof ARCHIVE_FORMATS)[number];
+export const COMPRESSION_LEVELS: Record<ArchiveFormat, { min: number; max: number; default: number }> = {
+  gzip: { min: 1, max: 9, default: 2 },
+  zstd: { min: 1, max: 19, default: 3 },
+};
+/** Checked against the format's own scale once the format is known (see compressionOf). */
+const compressionLevel = () => int(0);
+const archiveFormat = () => oneOf(ARCHIVE_FORMATS);
 
 
 /**
@@ -32,7 +41,7 @@ export function agentConfigSchema(baseDir?: string) {
       sources: list(obj({ path: pathLeaf(baseDir) }, 'a mapping like { path: /app/scripts }'), 'a list of { path: ... } sources', 1),
       exclude: list(nonEmptyStr('a glob pattern'), 'a list of glob patterns').default([]),
       resume: obj({ buffer_size: bufferSize().optional(), chunk_size: chunkSize().optional() }).optional(),
-      compression: obj({ level: compressionLevel().optional() }).optional(),
+      compression: obj({ format: archiveFormat().optional(), level: compressionLevel().optional() }).optional(),
     },
     'a backup entry (a mapping with name, storage, schedule, sources)',
   );
@@ -75,7 +84,7 @@ export function agentConfigSchema(baseDir?: string) {
       buffer_size: bufferSize().default(256 * MB),
       chunk_size: chunkSize().default(MB),
     }),
-    compression: section({ level: compressionLevel().default(1) }),
+    compression: section({ format: archiveFormat().default('gzip'), level: compressionLevel().optional() }),
     logging: loggingSection(baseDir),
     daemon: section({
       control_channel: section({
@@ -114,6 +123,15 @@ export function agentConfigSchema(baseDir?: string) {
       }
     };
     bufferTooSmall(['resume'], c.resume);
+    /** A level must be on its format's scale; without one, the format's default. */
+    const compressionOf = (where: (string | number)[], format: ArchiveFormat, level: number | undefined) => {
+      const scale = COMPRESSION_LEVELS[format];
+      if (level !== undefined && (level < scale.min || level > scale.max)) {
+        ctx.addIssue({ code: 'custom', path: [...where, 'level'], message: `expected a ${format} level between ${scale.min} and ${scale.max}, got ${level}`, input: level });
+      }
+      return { format, level: level ?? scale.default };
+    };
+    const compression = compressionOf(['compression'], c.compression.format, c.compression.level);
 
     const merged = c.backups.map((b, i) => {
       const resume = {
@@ -130,10 +148,17 @@ export function agentConfigSchema(baseDir?: string) {
         sources: b.sources,
         exclude: b.exclude,
         resume,
-        compression: { level: b.compression?.level ?? c.compression.level },
+        // An entry's own format without its own level takes that format's default level.
+        compression: b.compression
+          ? compressionOf(
+              ['backups', i, 'compression'],
+              b.compression.format ?? compression.format,
+              b.compression.level ?? (b.compression.format && b.compression.format !== compression.format ? undefined : compression.level),
+            )
+          : compression,
       };
     });
-    return { ...c, backups: merged };
+    return { ...c, compression, backups: merged };
   });
 }
 

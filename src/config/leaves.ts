@@ -97,7 +97,7 @@ export function int(min: number, max?: number) {
   });
 }
 
-function oneOf<const T extends readonly string[]>(values: T) {
+export function oneOf<const T extends readonly string[]>(values: T) {
   const expected = `one of ${values.join(', ')}`;
   return leaf(expected, (v): T[number] | Invalid =>
     typeof v === 'string' && (values as readonly string[]).includes(v) ? (v as T[number]) : new Invalid(wrong(expected, v)),

@@ -11,8 +11,13 @@ import { fileURLToPath } from 'node:url';
 /** Repository (or installed package) root: this file is dist/src/native/addons.js. */
 const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/**
+ * Where the addons are: `build/Release/` of the package, or `NBACKUP_ADDON_DIR` when set (the
+ * packages install them elsewhere; a test points it at an empty folder to run without them).
+ */
 export function addonPath(name: string): string {
-  return `${PACKAGE_ROOT}build/Release/${name}.node`;
+  const dir = process.env.NBACKUP_ADDON_DIR || `${PACKAGE_ROOT}build/Release`;
+  return `${dir}/${name}.node`;
 }
 
 const loaded = new Map<string, { addon: unknown; problem: string }>();
@@ -23,7 +28,7 @@ export function loadAddon<T>(name: string): T | null {
   if (!entry) {
     const file = addonPath(name);
     if (!existsSync(file)) {
-      entry = { addon: null, problem: `${file} was not built (npm ci runs node-gyp; it needs python3, make and a C compiler)` };
+      entry = { addon: null, problem: `${file} was not built (npm ci runs node-gyp; it needs python3, make, a C compiler, pkg-config and the -dev packages)` };
     } else {
       try {
         entry = { addon: createRequire(import.meta.url)(file), problem: '' };

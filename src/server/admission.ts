@@ -2,6 +2,7 @@ import type tls from 'node:tls';
 import { AckStatus, isSupportedVersion } from '../../protocol/constants.js';
 import type { Handshake } from '../../protocol/frames.js';
 import { nameProblem } from '../../protocol/names.js';
+import { ARCHIVE_FORMATS, type ArchiveFormat } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import { peerName, type ServerContext } from './context.js';
 import type { Claim } from './registry.js';
@@ -10,11 +11,12 @@ import type { Storage } from './storage.js';
 
 /**
  * Who may start a backup, checked in this order: a protocol version we speak, names that are safe
- * path components, an agent name equal to the certificate's CN, a configured storage, free space
+ * path components, an agent name equal to the certificate's CN, an archive format we write
+ * (gzip, or zstd from version 3), a configured storage, free space
  * above the storage's reserve, and no running backup of the same agent/storage/backup.
  */
 export type Admission =
-  | { ok: true; storage: Storage; claim: Claim }
+  | { ok: true; storage: Storage; claim: Claim; format: ArchiveFormat }
   | { ok: false; status: AckStatus; message: string };
 
 export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Handshake): Promise<Admission> {
@@ -32,6 +34,8 @@ export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Hands
   if (certName !== hs.agent) {
     return refuse(AckStatus.REJECT, `agent name "${hs.agent}" does not match certificate CN "${certName ?? ''}"`);
   }
+  const format = hs.format ?? 'gzip';
+  if (!isArchiveFormat(format)) return refuse(AckStatus.REJECT, `unknown archive format "${format}" (expected ${ARCHIVE_FORMATS.join(' or ')})`);
   const storage = ctx.storages.get(hs.storage);
   if (!storage) return refuse(AckStatus.STORAGE_NOT_FOUND, `storage "${hs.storage}" is not configured`);
   let free: number;
@@ -46,5 +50,9 @@ export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Hands
   const key = sessionKey(hs.agent, hs.storage, hs.backup);
   const claim = await ctx.registry.claim(key);
   if (!claim) return refuse(AckStatus.BUSY, `a backup of ${key} is already running`);
-  return { ok: true, storage, claim };
+  return { ok: true, storage, claim, format };
+}
+
+function isArchiveFormat(f: string): f is ArchiveFormat {
+  return (ARCHIVE_FORMATS as readonly string[]).includes(f);
 }

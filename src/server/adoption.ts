@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CHUNK_HEADER_SIZE } from '../../protocol/constants.js';
 import { errorMessage } from '../errors.js';
+import { ARCHIVE_EXTENSION } from './archive-names.js';
 import { BodyReceiver } from './body-receiver.js';
 import { ChunkAssembler, type AssemblerState } from './chunk-assembler.js';
 import { ChunkJournal, type ChunkRecord } from './chunk-journal.js';
@@ -36,7 +37,8 @@ async function adoptOne(ctx: ServerContext, storage: Storage, recordPath: string
   const ttl = ctx.config.server.session_ttl;
   const record = await readRecord(recordPath);
   if (typeof record === 'string') throw new Error(record);
-  const files = sessionFiles(recordPath.replace(/\.session\.tmp$/, '.tar.gz.tmp'));
+  const format = record.archive ?? 'gzip';
+  const files = sessionFiles(recordPath.replace(/\.session\.tmp$/, `.${ARCHIVE_EXTENSION[format]}.tmp`));
   if (record.storage !== storage.name || path.dirname(files.temp) !== storage.backupDir(record.agent, record.backup)) {
     throw new Error('the record does not belong where it lies');
   }
@@ -44,7 +46,7 @@ async function adoptOne(ctx: ServerContext, storage: Storage, recordPath: string
   if (age >= ttl) return;
   const fd = await openFd(files.temp, 'r+', 0o640);
   const temp = { path: files.temp, fd };
-  const who = { id: record.id, agent: record.agent, storage, backup: record.backup, temp, version: record.version };
+  const who = { id: record.id, agent: record.agent, storage, backup: record.backup, temp, version: record.version, format };
   let session: Session;
   try {
     if (record.mode === 'single') {

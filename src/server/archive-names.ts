@@ -1,25 +1,30 @@
+import type { ArchiveFormat } from '../config/index.js';
+
 /**
- * Names of committed archives: `<UTC timestamp>.tar.gz`, like `2026-02-11T02-00-00-000.tar.gz`,
- * sortable as text. Names must sort in commit order whatever the clock does, because rotation
+ * Names of committed archives: `<UTC timestamp>.tar.gz` (or `.tar.zst`), like
+ * `2026-02-11T02-00-00-000.tar.gz`, sortable as text, both formats in one order. Names must sort in commit order whatever the clock does, because rotation
  * keeps the last ones in that order: a clock set back would otherwise name a new archive before
  * the ones it follows, and rotation would delete the archive it had just committed.
  */
-const ARCHIVE_NAME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3})\.tar\.gz$/;
+const ARCHIVE_NAME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3})\.tar\.(gz|zst)$/;
+
+/** The file extension of each format. */
+export const ARCHIVE_EXTENSION: Record<ArchiveFormat, string> = { gzip: 'tar.gz', zstd: 'tar.zst' };
 
 export function isArchiveName(name: string): boolean {
   return ARCHIVE_NAME.test(name);
 }
 
 /** `2026-02-11T02-00-00-000.tar.gz`: UTC, no ':' so it is safe on every filesystem. */
-export function archiveName(ms: number): string {
-  return `${new Date(ms).toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '')}.tar.gz`;
+export function archiveName(ms: number, format: ArchiveFormat): string {
+  return `${new Date(ms).toISOString().replace(/:/g, '-').replace('.', '-').replace(/Z$/, '')}.${ARCHIVE_EXTENSION[format]}`;
 }
 
 /** The time an archive name stands for, in ms since the epoch. */
 export function archiveTime(name: string): number | null {
   const m = ARCHIVE_NAME.exec(name);
   if (!m) return null;
-  const [, y, mo, d, h, mi, s, ms] = m.map(Number);
+  const [y, mo, d, h, mi, s, ms] = m.slice(1, 8).map(Number);
   return Date.UTC(y, mo - 1, d, h, mi, s, ms);
 }
 

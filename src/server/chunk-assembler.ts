@@ -106,6 +106,9 @@ export class ChunkAssembler {
       this.waiting.set(c.seq, w);
       this.stagingEnd = Math.max(this.stagingEnd, c.at + c.length);
     }
+    // The chunk the file needs next may be among them (staged, then the server stopped before its
+    // turn was written): nothing else would start the drain, as only an arrival in turn does.
+    if (this.waiting.has(this.nextSeq)) this.run(() => this.drain());
   }
 
   get failed(): Error | null {
@@ -175,6 +178,13 @@ export class ChunkAssembler {
     }
     if (seq === this.nextSeq) this.run(() => this.drain());
     return stored;
+  }
+
+  /** Where reassembly stands, for a log line when a session stalls. */
+  describe(): string {
+    const held = [...this.waiting.keys()].sort((a, b) => a - b);
+    const shown = held.length > 6 ? `${held.slice(0, 6).join(',')},…` : held.join(',');
+    return `the file waits for chunk ${this.nextSeq}; ${held.length} later chunks held (${shown}), ${this.pendingMem} bytes in memory, ${this.queuedBytes} not yet stored`;
   }
 
   /** Resolves once `size` bytes are in the file (or rejects if the assembler fails). */

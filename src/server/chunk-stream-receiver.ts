@@ -98,7 +98,7 @@ export async function receiveChunks(
     keepWaiting: () => Date.now() - assembler.lastActivity < idleMs,
   });
   const end = await pump.run(early);
-  if (end.how === 'idle') throw new NbackupError('timeout', `stream ${stream.index}: ${end.why}`);
+  if (end.how === 'idle') throw new NbackupError('timeout', `stream ${stream.index}: ${end.why}; ${assembler.describe()}`);
   if (end.how === 'broken') return end;
   if (parser.partial) {
     socket.destroy();

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import type { ArchiveFormat } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 
 /**
@@ -18,13 +19,15 @@ export interface SessionRecord {
   mode: 'single' | 'parallel';
   /** The protocol version of the agent that opened it. */
   version: number;
+  /** The archive format (gzip when absent). */
+  archive?: ArchiveFormat;
   maxStreams?: number;
   chunkSize?: number;
 }
 
-/** The files of one session, from its temporary file's path (`.<id>.tar.gz.tmp`). */
+/** The files of one session, from its temporary file's path (`.<id>.tar.gz.tmp` or `.tar.zst.tmp`). */
 export function sessionFiles(tempPath: string): { temp: string; staging: string; journal: string; record: string } {
-  const base = tempPath.replace(/\.tar\.gz\.tmp$/, '');
+  const base = tempPath.replace(/\.tar\.(gz|zst)\.tmp$/, '');
   return { temp: tempPath, staging: `${base}.staging.tmp`, journal: `${base}.chunks.tmp`, record: `${base}.session.tmp` };
 }
 
@@ -50,6 +53,7 @@ export async function readRecord(path: string): Promise<SessionRecord | string> 
     r.format === 1 &&
     [r.id, r.agent, r.storage, r.backup].every((v) => typeof v === 'string' && v !== '') &&
     (r.mode === 'single' || r.mode === 'parallel') &&
-    typeof r.version === 'number';
+    typeof r.version === 'number' &&
+    (r.archive === undefined || r.archive === 'gzip' || r.archive === 'zstd');
   return ok ? (r as SessionRecord) : 'malformed session record';
 }

@@ -1,6 +1,7 @@
 import type { BodyReceiver } from './body-receiver.js';
 import type { ChunkStreams } from './chunk-stream-receiver.js';
 import { ConnectionSlot } from './connection-slot.js';
+import type { ArchiveFormat } from '../config/index.js';
 import type { SessionRecord } from './session-record.js';
 import type { Storage, TempFile } from './storage.js';
 
@@ -24,6 +25,7 @@ interface SessionBase {
   readonly temp: TempFile;
   /** The protocol version of the agent that opened it. */
   readonly version: number;
+  readonly format: ArchiveFormat;
   readonly link: ConnectionSlot;
   resumes: number;
   /** Committed or discarded: nothing may touch the temporary file any more. */
@@ -44,7 +46,7 @@ export type Session = SingleSession | ParallelSession;
 
 /** The session record of a live session (see session-record.ts). */
 export function recordOf(s: Session): SessionRecord {
-  const base = { format: 1 as const, id: s.id, agent: s.agent, storage: s.storage.name, backup: s.backup, version: s.version };
+  const base = { format: 1 as const, id: s.id, agent: s.agent, storage: s.storage.name, backup: s.backup, version: s.version, archive: s.format };
   if (s.mode === 'single') return { ...base, mode: 'single' };
   return { ...base, mode: 'parallel', maxStreams: s.chunks.maxStreams, chunkSize: s.chunks.chunkSize };
 }
@@ -66,6 +68,7 @@ export interface SessionIdentity {
   backup: string;
   temp: TempFile;
   version: number;
+  format: ArchiveFormat;
 }
 
 /** `agent:storage:backup`, the key of the BUSY rule. */

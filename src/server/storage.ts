@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { nameProblem } from '../../protocol/names.js';
-import type { StorageConfig } from '../config/index.js';
+import type { ArchiveFormat, StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
-import { archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
+import { ARCHIVE_EXTENSION, archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
 import { sessionFiles } from './session-record.js';
 import { SpaceGuard } from './space-guard.js';
 
@@ -90,10 +90,10 @@ export class Storage {
   }
 
   /** Creates the temporary file for a new session and returns its path and descriptor. */
-  async createTemp(agent: string, backup: string, sessionId: string): Promise<TempFile> {
+  async createTemp(agent: string, backup: string, sessionId: string, format: ArchiveFormat = 'gzip'): Promise<TempFile> {
     const dir = this.backupDir(agent, backup);
     await fs.promises.mkdir(dir, { recursive: true, mode: 0o750 });
-    const tmp = path.join(dir, `.${sessionId}.tar.gz${TEMP_SUFFIX}`);
+    const tmp = path.join(dir, `.${sessionId}.${ARCHIVE_EXTENSION[format]}${TEMP_SUFFIX}`);
     const fd = await new Promise<number>((resolve, reject) =>
       fs.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o640, (err, fd) =>
         err ? reject(err) : resolve(fd),
@@ -112,6 +112,7 @@ export class Storage {
    * removes the archive just committed.
    */
   async commit(temp: TempFile, dataSize: number, now = Date.now()): Promise<{ file: string; removed: string[]; clockBehindMs: number }> {
+    const format: ArchiveFormat = temp.path.endsWith(`.${ARCHIVE_EXTENSION.zstd}${TEMP_SUFFIX}`) ? 'zstd' : 'gzip';
     const dir = path.dirname(temp.path);
     await new Promise<void>((resolve, reject) => fs.ftruncate(temp.fd, dataSize, (err) => (err ? reject(err) : resolve())));
     await new Promise<void>((resolve, reject) => fs.fsync(temp.fd, (err) => (err ? reject(err) : resolve())));
@@ -122,7 +123,7 @@ export class Storage {
     let final = '';
     // Two sessions of one agent/backup cannot overlap (BUSY), but be safe against same-millisecond names.
     for (let i = 0, when = at; i < 1000; i++, when++) {
-      final = path.join(dir, archiveName(when));
+      final = path.join(dir, archiveName(when, format));
       try {
         await fs.promises.link(temp.path, final);
         break;

@@ -23,7 +23,7 @@ function entry(name: string, schedule: string): BackupConfig {
     sources: [{ path: '/srv' }],
     exclude: [],
     resume: { buffer_size: 1 << 20, chunk_size: 1 << 20 },
-    compression: { level: 1 },
+    compression: { format: 'gzip', level: 1 },
   };
 }
 

@@ -42,7 +42,7 @@ test('agent defaults are applied', () => {
   assert.deepEqual(b.auto_scaler, { enabled: true });
   assert.deepEqual(b.exclude, []);
   assert.deepEqual(b.resume, { buffer_size: 256 * MB, chunk_size: MB });
-  assert.deepEqual(b.compression, { level: 1 });
+  assert.deepEqual(b.compression, { format: 'gzip', level: 2 });
   assert.deepEqual(c.retry, {
     max_attempts: 5,
     initial_delay: 1000,
@@ -51,7 +51,7 @@ test('agent defaults are applied', () => {
     connect_timeout: 30_000,
   });
   assert.deepEqual(c.resume, { buffer_size: 256 * MB, chunk_size: MB });
-  assert.deepEqual(c.compression, { level: 1 });
+  assert.deepEqual(c.compression, { format: 'gzip', level: 2 });
   assert.deepEqual(c.logging, { level: 'info', format: 'json', file: '' });
   assert.deepEqual(c.daemon, {
     control_channel: { enabled: true, keepalive_interval: 30_000, reconnect_delay: 5000, max_reconnect_delay: 300_000 },
@@ -90,11 +90,29 @@ test('per-backup resume and compression overrides merge with the global values',
   backups[1].resume = { buffer_size: '64mb' };
   const c = parseAgentConfig(yaml(a), '/etc/nbackup/agent.yaml');
   assert.deepEqual(c.backups[0].resume, { buffer_size: 512 * MB, chunk_size: 4 * MB });
-  assert.deepEqual(c.backups[0].compression, { level: 9 });
+  assert.deepEqual(c.backups[0].compression, { format: 'gzip', level: 9 });
   assert.deepEqual(c.backups[1].resume, { buffer_size: 64 * MB, chunk_size: 2 * MB });
-  assert.deepEqual(c.backups[1].compression, { level: 3 });
+  assert.deepEqual(c.backups[1].compression, { format: 'gzip', level: 3 });
   assert.deepEqual(c.resume, { buffer_size: 512 * MB, chunk_size: 2 * MB });
-  assert.deepEqual(c.compression, { level: 3 });
+  assert.deepEqual(c.compression, { format: 'gzip', level: 3 });
+});
+
+test('compression format: per entry or global, each with its own level scale and default level', () => {
+  const a = minimalAgent();
+  a.compression = { format: 'zstd' };
+  const backups = a.backups as Record<string, unknown>[];
+  backups[0].compression = { format: 'gzip' };
+  backups[1].compression = { level: 12 };
+  const c = parseAgentConfig(yaml(a), '/etc/nbackup/agent.yaml');
+  assert.deepEqual(c.compression, { format: 'zstd', level: 3 }, 'the global format with its default level');
+  assert.deepEqual(c.backups[0].compression, { format: 'gzip', level: 2 }, 'an entry of another format takes that format default');
+  assert.deepEqual(c.backups[1].compression, { format: 'zstd', level: 12 }, 'an entry level on the global format scale');
+  const bad = minimalAgent();
+  (bad.backups as Record<string, unknown>[])[0].compression = { format: 'gzip', level: 12 };
+  assert.throws(() => parseAgentConfig(yaml(bad), '/etc/nbackup/agent.yaml'), /backups\[0\]\.compression\.level: expected a gzip level between 1 and 9, got 12/);
+  const unknown = minimalAgent();
+  unknown.compression = { format: 'xz' };
+  assert.throws(() => parseAgentConfig(yaml(unknown), '/etc/nbackup/agent.yaml'), /compression\.format: expected one of gzip, zstd, got "xz"/);
 });
 
 test('relative paths resolve against the config file folder; absolute ones and ~ are kept as written', async () => {

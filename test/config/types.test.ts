@@ -32,11 +32,11 @@ interface ExpectedAgent {
     sources: { path: string }[];
     exclude: string[];
     resume: { buffer_size: number; chunk_size: number };
-    compression: { level: number };
+    compression: { format: 'gzip' | 'zstd'; level: number };
   }[];
   retry: { max_attempts: number; initial_delay: number; max_delay: number; read_timeout: number; connect_timeout: number };
   resume: { buffer_size: number; chunk_size: number };
-  compression: { level: number };
+  compression: { format: 'gzip' | 'zstd'; level: number };
   logging: ExpectedLogging;
   daemon: {
     control_channel: { enabled: boolean; keepalive_interval: number; reconnect_delay: number; max_reconnect_delay: number };
@@ -86,12 +86,12 @@ test('at run time the parsed example configs carry exactly the keys and value ty
         sources: [{ path: '' }],
         exclude: [''],
         resume: { buffer_size: 1, chunk_size: 1 },
-        compression: { level: 1 },
+        compression: { format: 'gzip', level: 1 },
       },
     ],
     retry,
     resume: { buffer_size: 1, chunk_size: 1 },
-    compression: { level: 1 },
+    compression: { format: 'gzip', level: 1 },
     logging,
     daemon: { control_channel: { enabled: true, keepalive_interval: 1, reconnect_delay: 1, max_reconnect_delay: 1 } },
   };

@@ -51,19 +51,29 @@ export function runCli(
   });
 }
 
+/** GNU tar's decompression option for an archive, from its name: `--zstd` for `.zst`, else `-z`. */
+function tarCodecFlag(archive: string): string {
+  return archive.endsWith('.zst') ? '--zstd' : '-z';
+}
+
 /**
- * `tar -xzpf archive -C destDir --numeric-owner` (destDir is created if missing). Resolves with
- * tar's stderr (warnings, normally empty); rejects with it on a non-zero exit.
+ * `tar -xpf archive -C destDir --numeric-owner` with `-z` or `--zstd` by the archive's name
+ * (destDir is created if missing). Resolves with tar's stderr (warnings, normally empty); rejects
+ * with it on a non-zero exit.
  */
 export async function gnuTarExtract(archive: string, destDir: string, opts: { timeoutMs?: number } = {}): Promise<string> {
   await mkdir(destDir, { recursive: true });
-  const r = await runCli('tar', ['-xzpf', archive, '-C', destDir, '--numeric-owner'], opts);
+  const r = await runCli('tar', [tarCodecFlag(archive), '-xpf', archive, '-C', destDir, '--numeric-owner'], opts);
   return r.stderr;
 }
 
-/** `gzip -t file`: resolves if the file is a complete, valid gzip stream; rejects otherwise. */
+/**
+ * `gzip -t file`, or `zstd -t file` for a `.zst`: resolves if the file is a complete, valid
+ * stream; rejects otherwise.
+ */
 export async function gzipTest(file: string, opts: { timeoutMs?: number } = {}): Promise<void> {
-  await runCli('gzip', ['-t', file], opts);
+  if (file.endsWith('.zst')) await runCli('zstd', ['-q', '-t', file], opts);
+  else await runCli('gzip', ['-t', file], opts);
 }
 
 /**
@@ -71,7 +81,7 @@ export async function gzipTest(file: string, opts: { timeoutMs?: number } = {}):
  * Names are printed literally (--quoting-style=literal) so non-ASCII names come back as UTF-8.
  */
 export async function gnuTarList(archive: string, opts: { timeoutMs?: number } = {}): Promise<string[]> {
-  const r = await runCli('tar', ['--quoting-style=literal', '-tzf', archive], opts);
+  const r = await runCli('tar', ['--quoting-style=literal', tarCodecFlag(archive), '-tf', archive], opts);
   return r.stdout.split('\n').filter((l) => l.length > 0);
 }
 

@@ -203,7 +203,7 @@ export async function waitForTempBytes(dir: string, sessionId: string, bytes: nu
   let size = 0;
   await waitUntilAsync(
     async () => {
-      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId) && f.endsWith('.tar.gz.tmp'));
+      const name = (await tmpFiles(dir)).find((f) => f.includes(sessionId) && /\.tar\.(gz|zst)\.tmp$/.test(f));
       size = name ? await stat(join(dir, name)).then((st) => st.size, () => 0) : 0;
       return size >= bytes;
     },
@@ -213,7 +213,7 @@ export async function waitForTempBytes(dir: string, sessionId: string, bytes: nu
   );
 }
 
-/** Committed backups (`<timestamp>.tar.gz`) in a directory, sorted by name (= by time). */
+/** Committed backups (`<timestamp>.tar.gz` or `.tar.zst`) in a directory, sorted by name (= by time). */
 export async function committedBackups(dir: string): Promise<string[]> {
   let names: string[];
   try {
@@ -222,7 +222,7 @@ export async function committedBackups(dir: string): Promise<string[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  return names.filter((n) => /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.gz$/.test(n)).sort();
+  return names.filter((n) => /^\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}\.tar\.(gz|zst)$/.test(n)).sort();
 }
 
 // ─── restore and compare ───────────────────────────────────────────────────────────────────
@@ -232,7 +232,7 @@ export interface TarTimeouts {
   timeoutMs?: number;
 }
 
-/** gzip -t `archive`, then extract it with GNU tar into `into` (absolute member names land below it). */
+/** gzip -t (zstd -t) `archive`, then extract it with GNU tar into `into` (absolute member names land below it). */
 export async function restoreArchive(archive: string, into: string, o: TarTimeouts = {}): Promise<void> {
   await gzipTest(archive, { timeoutMs: o.timeoutMs });
   await gnuTarExtract(archive, into, { timeoutMs: o.timeoutMs });

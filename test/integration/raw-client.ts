@@ -190,12 +190,14 @@ export interface HandshakeSpec {
   storage?: string;
   backup?: string;
   version?: number;
+  /** Version 3's format line (default gzip). */
+  format?: string;
 }
 
 /** Waits for TLS, sends an NBKP handshake (storage "main", backup "app" unless given) and reads the ACK. */
 export async function rawHandshake(c: RawClient, hs: HandshakeSpec): Promise<Ack> {
   await c.connected();
-  c.write(encodeHandshake({ agent: hs.agent, storage: hs.storage ?? 'main', backup: hs.backup ?? 'app', version: hs.version }));
+  c.write(encodeHandshake({ agent: hs.agent, storage: hs.storage ?? 'main', backup: hs.backup ?? 'app', version: hs.version, format: hs.format }));
   return c.read(decodeAck, 5000, 'ACK');
 }
 

@@ -69,7 +69,7 @@ for (const parallels of [0, 4]) {
         assert.equal(adopted.session, started.session);
 
         const run = await agent;
-        assert.equal(run.code, 0, showRun(run));
+        assert.equal(run.code, 0, `${showRun(run)}\n--- server after the restart ---\n${server.output().slice(-20_000)}`);
         assert.equal(logsWith(run.logs, 'starting a new session from the beginning').length, 0, 'never from zero');
         const committed = logsWith(run.logs, 'backup committed')[0];
         const archive = Number(committed.bytes);

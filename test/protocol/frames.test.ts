@@ -224,7 +224,7 @@ test('a line of exactly 512 bytes is accepted, 513 is not', () => {
 test('the line limit counts bytes, not characters', () => {
   const agent = 'é'.repeat(256); // 512 bytes
   const bytes = encodeHandshake({ agent, storage: 's', backup: 'b' });
-  assert.equal(bytes.length, 5 + 513 + 2 + 2);
+  assert.equal(bytes.length, 5 + 513 + 2 + 2 + 'gzip\n'.length, 'version 3 carries the format line');
   assert.equal(decodeHandshake(bytes)?.value.agent, agent);
   throwsCode(() => encodeHandshake({ agent: agent + 'x', storage: 's', backup: 'b' }), 'line-too-long');
   throwsCode(() => decodeHandshake(Buffer.concat([NBKP_V2, Buffer.from(agent + 'x')])), 'line-too-long');

@@ -82,7 +82,7 @@ test('server side of a session: peek the kind, read handshake and mode, hand the
   r.push(wire.subarray(2));
   assert.equal(r.peek(decodeConnectionKind), 'NBKP');
   assert.equal(r.buffered, wire.length, 'peek consumes nothing');
-  assert.deepEqual(r.read(decodeHandshake), { version: PROTOCOL_VERSION, agent: 'web', storage: 'st', backup: 'app' });
+  assert.deepEqual(r.read(decodeHandshake), { version: PROTOCOL_VERSION, agent: 'web', storage: 'st', backup: 'app', format: 'gzip' });
   assert.deepEqual(r.read(decodeMode), { kind: 'single' });
   assert.deepEqual(r.takeAll(), body);
   assert.equal(r.buffered, 0);

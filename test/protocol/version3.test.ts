@@ -7,9 +7,11 @@ import {
   RESUME_ACK_COMMITTED_SIZE,
   ResumeStatus,
   decodeAck,
+  decodeHandshake,
   decodeResumeAck,
   encodeAck,
   encodeFinalAck,
+  encodeHandshake,
   encodeResumeAck,
   finalAckDecoder,
   serverDataMessageDecoder,
@@ -55,4 +57,17 @@ test('ACK STORAGE_UNAVAILABLE is status 5 with its message', () => {
   const bytes = encodeAck({ status: AckStatus.STORAGE_UNAVAILABLE, message: 'storage "main" cannot be used', sessionId: '' });
   assert.equal(bytes[0], 5);
   assert.deepEqual(decodeAck(bytes)?.value, { status: AckStatus.STORAGE_UNAVAILABLE, message: 'storage "main" cannot be used', sessionId: '' });
+});
+
+test('a version-3 handshake ends with the format line; version 2 has none and means gzip', () => {
+  const v3 = encodeHandshake({ agent: 'web', storage: 'st', backup: 'app', format: 'zstd' });
+  assert.deepEqual(v3, Buffer.concat([hex('4e424b50 03'), Buffer.from('web\nst\napp\nzstd\n')]));
+  assert.deepEqual(decodeHandshake(v3), { value: { version: 3, agent: 'web', storage: 'st', backup: 'app', format: 'zstd' }, size: v3.length });
+  assert.equal(decodeHandshake(v3.subarray(0, v3.length - 1)), null, 'the format line is awaited');
+  const v2 = encodeHandshake({ version: 2, agent: 'web', storage: 'st', backup: 'app', format: 'zstd' });
+  assert.deepEqual(v2, Buffer.concat([hex('4e424b50 02'), Buffer.from('web\nst\napp\n')]));
+  assert.deepEqual(decodeHandshake(v2), { value: { version: 2, agent: 'web', storage: 'st', backup: 'app' }, size: v2.length });
+  // A version from the future is read in its version-2 shape, so the server can refuse it by name.
+  const v9 = Buffer.concat([hex('4e424b50 09'), Buffer.from('web\nst\napp\n')]);
+  assert.deepEqual(decodeHandshake(v9)?.value, { version: 9, agent: 'web', storage: 'st', backup: 'app' });
 });

@@ -83,3 +83,35 @@ test('a chunk waiting in memory is not stored until its turn comes', async () =>
   await a.dispose();
   fs.closeSync(fd);
 });
+
+test('taken up after a restart with the next chunk already staged: it is written without waiting for an arrival', async () => {
+  const { a, file, staging, fd } = setup(1 << 20);
+  const data = chunks(5, 4096, 9);
+  // The stopped server had chunks 0-1 in the file and 2-3 staged (2 was next), 4 not yet received.
+  fs.writeSync(fd, Buffer.concat([data[0], data[1]]), 0);
+  fs.writeFileSync(staging, Buffer.concat([data[3], data[2]]));
+  const hash = crypto.createHash('sha256').update(data[0]).update(data[1]);
+  const origin = { stream: 0, streamStart: 0 };
+  await a.restore({
+    written: data[0].length + data[1].length,
+    nextSeq: 2,
+    hash,
+    staged: [
+      { seq: 3, length: data[3].length, at: 0, origin },
+      { seq: 2, length: data[2].length, at: data[3].length, origin },
+    ],
+  });
+  const upTo4 = data.slice(0, 4).reduce((n, b) => n + b.length, 0);
+  // Before the fix the file stayed at chunk 2 until the session idled out: reach() never settled.
+  await Promise.race([
+    a.reach(upTo4),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`stuck at chunk ${a.nextSeq}: ${a.describe()}`)), 5000).unref()),
+  ]);
+  await a.add(4, data[4]);
+  await a.reach(upTo4 + data[4].length);
+  assert.deepEqual(a.digest(), crypto.createHash('sha256').update(Buffer.concat(data)).digest());
+  await a.settled();
+  assert.ok(fs.readFileSync(file).equals(Buffer.concat(data)));
+  await a.dispose();
+  fs.closeSync(fd);
+});

@@ -2,28 +2,26 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import type { ScanWarning } from './scanner.js';
 import { scanSources } from './scanner.js';
-import type { GzipCodec } from './gzip-codec.js';
-import { ParallelGzip } from './parallel-gzip.js';
+import type { BlockCodec } from './codecs.js';
+import { ParallelCompressor } from './parallel-compressor.js';
 import { TarPacker, type PackStats } from './tar-packer.js';
 
 /**
- * scanner → tar → parallel gzip → SHA-256, delivering compressed bytes in order to `deliver`
- * (the ring buffer), whose promise is the backpressure for everything upstream.
+ * scanner → tar → parallel compression (gzip or zstd) → SHA-256, delivering compressed bytes in
+ * order to `deliver` (the ring buffer), whose promise is the backpressure for everything upstream.
  */
 const BLOCK_SIZE = 1024 * 1024;
 
 export interface PipelineOptions {
   sources: readonly string[];
   exclude: readonly string[];
-  level: number;
+  codec: BlockCodec;
   deliver: (compressed: Buffer) => Promise<void> | void;
   onWarning: (w: ScanWarning) => void;
   /** Things worth saying that are not problems (a source that is a symlink). */
   onNotice?: (n: ScanWarning) => void;
   /** Compression jobs in flight; default: one more than the CPU count. */
   maxInFlight?: number;
-  /** Default: libdeflate when built, else node:zlib. */
-  codec?: GzipCodec;
   signal?: AbortSignal;
 }
 
@@ -37,8 +35,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const hash = crypto.createHash('sha256');
   let size = 0;
   const free: Buffer[] = [];
-  const gzip = new ParallelGzip({
-    level: opts.level,
+  const compressor = new ParallelCompressor({
     codec: opts.codec,
     blockSize: BLOCK_SIZE,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism() + 1),
@@ -55,7 +52,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   const packer = new TarPacker(
     BLOCK_SIZE,
     { take: () => free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE) },
-    { push: (block) => gzip.push(block) },
+    { push: (block) => compressor.push(block) },
     opts.onWarning,
   );
   for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
@@ -63,6 +60,6 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     await packer.add(entry);
   }
   await packer.finish();
-  await gzip.end();
+  await compressor.end();
   return { sha256: hash.digest(), size, pack: packer.stats };
 }

@@ -43,7 +43,7 @@ export class PrimaryConnection {
     const socket = await connectWithRetry(ctx, log, stats, budget);
     const frames = new FrameSocket(socket);
     try {
-      socket.write(encodeHandshake({ agent: ctx.config.agent.name, storage: entry.storage, backup: entry.name }));
+      socket.write(encodeHandshake({ agent: ctx.config.agent.name, storage: entry.storage, backup: entry.name, format: entry.compression.format }));
       const ack = await frames.read(decodeAck, ctx.config.retry.connect_timeout, 'handshake answer');
       if (ack.status !== AckStatus.GO) {
         const why = `${statusName(AckStatus, ack.status)}${ack.message ? ` (${ack.message})` : ''}`;

@@ -29,20 +29,20 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   };
   const admission = await admit(ctx, socket, hs);
   if (!admission.ok) return refuse(admission.status, admission.message);
-  const { storage, claim } = admission;
+  const { storage, claim, format } = admission;
   const id = crypto.randomUUID();
   let temp: TempFile;
   try {
-    temp = await storage.createTemp(hs.agent, hs.backup, id);
+    temp = await storage.createTemp(hs.agent, hs.backup, id, format);
   } catch (err) {
     claim.release();
     refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: cannot create a temporary file: ${errorMessage(err)}`);
     return;
   }
-  const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp, version: conn.version };
+  const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp, version: conn.version, format };
   const ctxFields = { session: id, agent: hs.agent, storage: storage.name, backup: hs.backup };
   socket.write(encodeAck({ status: AckStatus.GO, message: '', sessionId: id }));
-  ctx.log.info({ ...ctxFields, remote }, 'session started');
+  ctx.log.info({ ...ctxFields, remote, format }, 'session started');
   const files = sessionFiles(temp.path);
   let session: Session | undefined;
   try {

@@ -1,17 +1,18 @@
 import { NbackupError } from '../../errors.js';
-import { selectGzipCodec, type GzipCodec } from './gzip-codec.js';
+import type { BlockCodec } from './codecs.js';
 
 /**
  * Compresses fixed-size blocks concurrently on libuv's thread pool and delivers the results in
- * order. Each block becomes one complete gzip member; concatenated members are a valid gzip
- * stream (RFC 1952 §2.2) that `gzip -t`, `gzip -d` and GNU tar read as one.
+ * order. Each block becomes one complete gzip member (concatenated members are one gzip stream,
+ * RFC 1952 §2.2) or zstd frame (likewise for zstd): `gzip -t` / `zstd -t` and GNU tar read the
+ * whole as one.
  *
  * At most `maxInFlight` blocks are being compressed or waiting for delivery at once. A slot is
  * freed only after the downstream `deliver` has resolved, so a slow consumer (full ring buffer,
  * slow socket) stops the packer instead of piling up compressed output.
  */
-export interface ParallelGzipOptions {
-  level: number;
+export interface ParallelCompressorOptions {
+  codec: BlockCodec;
   maxInFlight: number;
   /** Largest block pushed; sizes the reusable output buffers. */
   blockSize: number;
@@ -22,11 +23,9 @@ export interface ParallelGzipOptions {
   deliver: (compressed: Buffer) => Promise<void> | void;
   /** Called with each input block once the compressor no longer needs it, for reuse by the packer. */
   recycle?: (block: Buffer) => void;
-  /** Default: libdeflate when built, else node:zlib (see gzip-codec.ts). */
-  codec?: GzipCodec;
 }
 
-export class ParallelGzip {
+export class ParallelCompressor {
   private inFlight = 0;
   private nextSeq = 0;
   private nextDeliver = 0;
@@ -37,13 +36,13 @@ export class ParallelGzip {
   /** Output buffers of delivered blocks, reused: at most `maxInFlight` ever exist. */
   private readonly outputs: Buffer[] = [];
   private readonly outputSize: number;
-  readonly codec: GzipCodec;
+  readonly codec: BlockCodec;
   bytesIn = 0;
   bytesOut = 0;
 
-  constructor(private readonly opts: ParallelGzipOptions) {
-    this.codec = opts.codec ?? selectGzipCodec();
-    this.outputSize = this.codec.name === 'zlib' ? 0 : this.codec.bound(opts.blockSize);
+  constructor(private readonly opts: ParallelCompressorOptions) {
+    this.codec = opts.codec;
+    this.outputSize = this.codec.engine === 'zlib' ? 0 : this.codec.bound(opts.blockSize);
   }
 
   /** Queues one block; resolves once there is room for the next. */
@@ -58,7 +57,7 @@ export class ParallelGzip {
     this.inFlight++;
     this.bytesIn += block.length;
     const output = this.outputs.pop() ?? Buffer.allocUnsafeSlow(this.outputSize);
-    this.codec.compress(block, output, this.opts.level).then(
+    this.codec.compress(block, output).then(
       (out) => {
         this.opts.recycle?.(block);
         this.ready.set(seq, { out, output });
@@ -66,7 +65,7 @@ export class ParallelGzip {
       },
       (err: Error) => {
         this.opts.recycle?.(block);
-        this.fail(new NbackupError('internal', `gzip failed: ${err.message}`, { cause: err }));
+        this.fail(new NbackupError('internal', `${this.codec.format} compression failed: ${err.message}`, { cause: err }));
       },
     );
   }
