@@ -2,6 +2,7 @@
  * Benchmark: nbackup (agent → server over TLS 1.3 mTLS on loopback) against the reference pipeline
  *
  *   tar -cf - DIRS | pigz -1 -p<cpus> | ssh 127.0.0.1 'cat > FILE'
+ *   tar -cf - DIRS | zstd -3 -T0 | ssh 127.0.0.1 'cat > FILE'        (with --format …zstd)
  *
  * in the same run, on the same (page-cached) data. Run with `npm run bench [-- options]`:
  *
@@ -10,6 +11,8 @@
  *   --parallels LIST the agent's backup entry `parallels`, one nbackup run per value in each
  *                    repetition, e.g. `--parallels 0,4` (default 0 = single stream; parallel runs
  *                    use all N streams from the start: auto_scaler off)
+ *   --format LIST    archive formats, gzip and/or zstd (default gzip), each at its default level
+ *   --small-files N  back up N generated 1-4 KiB files instead of the folders
  *   --keep           keep the temporary folder (configs, keys, outputs)
  *
  * The reference needs pigz, sshd and ssh; when one is missing it is skipped with a notice. It uses a
@@ -24,11 +27,12 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AGENT_NAME, modeLabel, runNbackup, type NbackupRun, type NbackupSetup } from './nbackup-run.js';
+import { AGENT_NAME, modeLabel, runNbackup, type Mode, type NbackupRun, type NbackupSetup } from './nbackup-run.js';
 import type { ServerHandle } from './nbackup-server.js';
 import { USAGE, UsageError, parseOptions, type Options } from './options.js';
 import { makeBenchPki } from './pki.js';
-import { duBytes, findReferenceTools, runReference, setUpReference, warmCache, type ReferenceRun, type ReferenceSetup } from './reference.js';
+import { duBytes, findReferenceTools, runReference, setUpReference, warmCache, type ReferenceKind, type ReferenceRun, type ReferenceSetup } from './reference.js';
+import { makeSmallFiles } from './small-files.js';
 import { report, type RunRecord } from './report.js';
 import type { PrivateSshd } from './sshd.js';
 import { Fatal, findExecutable, fmtBytes, fmtMiB, fmtSeconds, killAllSync, log, toolVersion } from './util.js';
@@ -98,33 +102,38 @@ for (const [signal, code] of [
 // ---------------------------------------------------------------------------------------------
 // Main
 
-/** One repetition: the reference and every nbackup mode, in the given order. */
+/** One repetition: the references and every nbackup mode, in the given order. */
 async function oneRun(
   i: number,
   order: RunRecord['order'],
   opts: Options,
+  dirs: string[],
+  modes: Mode[],
+  refs: ReferenceKind[],
   ref: ReferenceSetup | null,
   nb: NbackupSetup,
 ): Promise<RunRecord> {
-  let reference: ReferenceRun | null = null;
+  const references: RunRecord['references'] = {};
   const nbackup: NbackupRun[] = [];
   const hooks = { onServer: (s: ServerHandle | null) => (state.server = s), interrupted: () => state.cleaning };
   const doRef = async () => {
     if (!ref) return;
-    log(`run ${i}/${opts.runs}: reference...`);
-    const r = await runReference(ref, opts.dirs, i, opts.keep);
-    reference = r;
-    log(`run ${i}/${opts.runs}: reference ${fmtSeconds(r.seconds)}, ${fmtBytes(r.outputBytes)}`);
+    for (const kind of refs) {
+      log(`run ${i}/${opts.runs}: reference ${kind}...`);
+      const r = await runReference(ref, kind, dirs, i, opts.keep);
+      references[kind] = r;
+      log(`run ${i}/${opts.runs}: reference ${kind} ${fmtSeconds(r.seconds)}, ${fmtBytes(r.outputBytes)}`);
+    }
   };
   const doNb = async () => {
-    for (const p of opts.parallels) {
-      const label = modeLabel(p);
+    for (const mode of modes) {
+      const label = modeLabel(mode);
       log(`run ${i}/${opts.runs}: nbackup ${label}...`);
-      const r = await runNbackup(nb, opts, p, i, hooks);
+      const r = await runNbackup(nb, opts, dirs, mode, i, hooks);
       nbackup.push(r);
       log(
         `run ${i}/${opts.runs}: nbackup ${label} ${fmtSeconds(r.seconds)}, ${fmtBytes(r.outputBytes)}, ` +
-          `agent ${fmtMiB(r.agentPeakRss)}, server ${fmtMiB(r.serverPeakRss)}, gzip -t ${r.gzipTest.ok ? 'OK' : 'FAILED'}`,
+          `agent ${fmtMiB(r.agentPeakRss)} ${fmtSeconds(r.agentCpu)} CPU, server ${fmtMiB(r.serverPeakRss)} ${fmtSeconds(r.serverCpu)} CPU, ${mode.format} -t ${r.gzipTest.ok ? 'OK' : 'FAILED'}`,
       );
     }
   };
@@ -135,7 +144,7 @@ async function oneRun(
     await doNb();
     await doRef();
   }
-  return { run: i, order, reference, nbackup };
+  return { run: i, order, references, nbackup };
 }
 
 async function main(): Promise<number> {
@@ -193,19 +202,23 @@ async function main(): Promise<number> {
   const nbRoot = join(state.tempRoot, 'nbackup');
   const nb: NbackupSetup = { pki: await makeBenchPki(join(nbRoot, 'pki'), AGENT_NAME), root: nbRoot };
 
-  log(`measuring input (du -sb ${opts.dirs.join(' ')})...`);
-  const du = await duBytes(opts.dirs);
+  const dirs = opts.smallFiles > 0 ? [await makeSmallFiles(join(state.tempRoot, 'small-files'), opts.smallFiles)] : opts.dirs;
+  log(`measuring input (du -sb ${dirs.join(' ')})...`);
+  const du = await duBytes(dirs);
   log(`warming the page cache (tar -cf - ... > /dev/null)...`);
-  const warm = await warmCache(tar, opts.dirs);
+  const warm = await warmCache(tar, dirs);
   log(`warm-up: ${fmtBytes(warm.tarBytes)} tar stream in ${warm.seconds.toFixed(2)} s`);
 
+  const modes: Mode[] = opts.formats.flatMap((format) => opts.parallels.map((parallels) => ({ format, parallels })));
+  // The pigz pipeline is every mode's yardstick; the zstd one runs when a zstd mode does.
+  const refs: ReferenceKind[] = ['pigz', ...(opts.formats.includes('zstd') && ref?.zstd ? (['zstd'] as const) : [])];
   const records: RunRecord[] = [];
   for (let i = 1; i <= opts.runs; i++) {
-    records.push(await oneRun(i, i % 2 === 1 ? 'reference-first' : 'nbackup-first', opts, ref, nb));
+    records.push(await oneRun(i, i % 2 === 1 ? 'reference-first' : 'nbackup-first', opts, dirs, modes, refs, ref, nb));
   }
   const gzipFailures = records.flatMap((r) => r.nbackup).filter((r) => !r.gzipTest.ok).length;
 
-  await report({ opts, cpus, versions, du, warm, ref, referenceSkipped, records });
+  await report({ opts, dirs, modes, refs, cpus, versions, du, warm, ref, referenceSkipped, records });
   return gzipFailures === 0 ? 0 : 1;
 }
 

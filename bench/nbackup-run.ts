@@ -1,17 +1,18 @@
 /**
  * One nbackup run: a fresh server and storage folder, `nbackup-agent --config agent.yaml --once`
- * backing the folders up to it over TLS 1.3 mTLS on loopback, the peak RSS (VmHWM) of both
- * processes, and `gzip -t` of the one committed .tar.gz.
+ * backing the folders up to it over TLS 1.3 mTLS on loopback in one archive format, the peak RSS
+ * (VmHWM) and CPU seconds of both processes (the server's counted from the agent's start), and
+ * `gzip -t` / `zstd -t` of the one committed archive.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { parseLogLine, startServer, type ServerHandle } from './nbackup-server.js';
-import type { Options } from './options.js';
+import type { BenchFormat, Options } from './options.js';
 import { AGENT_BIN } from './paths.js';
 import type { BenchPki } from './pki.js';
-import { Fatal, PeakRssPoller, STEP_TIMEOUT_MS, log, run } from './util.js';
+import { Fatal, ProcPoller, STEP_TIMEOUT_MS, log, run } from './util.js';
 
 export const AGENT_NAME = 'bench';
 const BACKUP_NAME = 'bench';
@@ -22,13 +23,23 @@ export interface NbackupSetup {
   root: string;
 }
 
+/** One nbackup configuration of the benchmark: an archive format and a `parallels` value. */
+export interface Mode {
+  format: BenchFormat;
+  parallels: number;
+}
+
 export interface NbackupRun {
   seconds: number;
   outputBytes: number;
   agentPeakRss: number | null;
   serverPeakRss: number | null;
-  /** The agent's gzip codec (libdeflate or zlib), from its log. */
-  gzip: string | null;
+  /** CPU seconds (user + system) of the agent process, and of the server during the agent's run. */
+  agentCpu: number | null;
+  serverCpu: number | null;
+  /** The agent's engine and level (igzip 2, zstd 3, zlib 2 …), from its log. */
+  engine: string | null;
+  /** `gzip -t` or `zstd -t` of the archive. */
   gzipTest: { ok: boolean; seconds: number; error?: string };
   /** From the agent's "backup committed" log line, when present. */
   tarBytes: number | null;
@@ -43,8 +54,8 @@ interface RunHooks {
   interrupted(): boolean;
 }
 
-export function modeLabel(parallels: number): string {
-  return parallels === 0 ? '(single)' : `(parallels ${parallels})`;
+export function modeLabel(m: Mode): string {
+  return `${m.format} ${m.parallels === 0 ? 'single' : `p${m.parallels}`}`;
 }
 
 function tail(text: string, lines = 40): string {
@@ -63,7 +74,7 @@ async function findBackups(dir: string): Promise<string[]> {
     for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
       const p = join(d, e.name);
       if (e.isDirectory()) await walk(p);
-      else if (e.isFile() && e.name.endsWith('.tar.gz') && !e.name.startsWith('.')) found.push(p);
+      else if (e.isFile() && /\.tar\.(gz|zst)$/.test(e.name) && !e.name.startsWith('.')) found.push(p);
     }
   };
   await walk(dir);
@@ -79,7 +90,7 @@ function serverConfig(pki: BenchPki, storageDir: string): unknown {
   };
 }
 
-function agentConfig(pki: BenchPki, port: number, dirs: string[], parallels: number): unknown {
+function agentConfig(pki: BenchPki, port: number, dirs: string[], mode: Mode): unknown {
   return {
     agent: { name: AGENT_NAME },
     server: { address: `127.0.0.1:${port}` },
@@ -89,23 +100,25 @@ function agentConfig(pki: BenchPki, port: number, dirs: string[], parallels: num
         name: BACKUP_NAME,
         storage: STORAGE_NAME,
         schedule: '0 2 * * *',
-        parallels,
+        parallels: mode.parallels,
         auto_scaler: { enabled: false },
         sources: dirs.map((path) => ({ path })),
         exclude: [],
-        compression: { level: 1 },
+        // The format's default level: what an operator gets without choosing.
+        compression: { format: mode.format },
       },
     ],
-    compression: { level: 1 },
     logging: { level: 'info', format: 'json' },
   };
 }
 
-/** Runs the agent once, polling its and the server's VmHWM every 50 ms. */
+/** Runs the agent once, polling its and the server's VmHWM and CPU time every 20 ms. */
 async function runAgent(agentYaml: string, serverPid: number | undefined) {
   let agentPid: number | undefined;
-  const poller = new PeakRssPoller(() => [agentPid, serverPid].filter((p): p is number => p !== undefined), 50);
+  const poller = new ProcPoller(() => [agentPid, serverPid].filter((p): p is number => p !== undefined), 20);
+  const serverCpuBefore = poller.cpu(serverPid);
   let agentPeakRss: number | null = null;
+  let agentCpu: number | null = null;
   try {
     const r = await run(process.execPath, [AGENT_BIN, '--config', agentYaml, '--once'], {
       timeoutMs: STEP_TIMEOUT_MS,
@@ -115,19 +128,22 @@ async function runAgent(agentYaml: string, serverPid: number | undefined) {
         poller.poll();
         child.once('exit', () => {
           agentPeakRss = poller.get(agentPid);
+          agentCpu = poller.cpu(agentPid);
           agentPid = undefined; // never read a recycled pid
         });
       },
     });
     poller.poll(); // the server, after the agent's exit, before stopping it
-    return { r, agentPeakRss: agentPeakRss as number | null, serverPeakRss: poller.get(serverPid) };
+    const after = poller.cpu(serverPid);
+    const serverCpu = after !== null && serverCpuBefore !== null ? after - serverCpuBefore : null;
+    return { r, agentPeakRss: agentPeakRss as number | null, agentCpu: agentCpu as number | null, serverPeakRss: poller.get(serverPid), serverCpu };
   } finally {
     poller.stop();
   }
 }
 
-export async function runNbackup(nb: NbackupSetup, opts: Options, parallels: number, runNo: number, hooks: RunHooks): Promise<NbackupRun> {
-  const runDir = join(nb.root, `run${runNo}-p${parallels}`);
+export async function runNbackup(nb: NbackupSetup, opts: Options, dirs: string[], mode: Mode, runNo: number, hooks: RunHooks): Promise<NbackupRun> {
+  const runDir = join(nb.root, `run${runNo}-${mode.format}-p${mode.parallels}`);
   const storageDir = join(runDir, 'storage');
   await mkdir(storageDir, { recursive: true });
   const serverYaml = join(runDir, 'server.yaml');
@@ -136,8 +152,8 @@ export async function runNbackup(nb: NbackupSetup, opts: Options, parallels: num
   const server = await startServer(serverYaml, 30_000);
   hooks.onServer(server);
   try {
-    await writeYaml(agentYaml, agentConfig(nb.pki, server.port, opts.dirs, parallels));
-    const { r, agentPeakRss, serverPeakRss } = await runAgent(agentYaml, server.proc.pid);
+    await writeYaml(agentYaml, agentConfig(nb.pki, server.port, dirs, mode));
+    const { r, agentPeakRss, agentCpu, serverPeakRss, serverCpu } = await runAgent(agentYaml, server.proc.pid);
 
     if (r.code !== 0) {
       if (hooks.interrupted()) throw new Fatal('interrupted');
@@ -160,23 +176,25 @@ export async function runNbackup(nb: NbackupSetup, opts: Options, parallels: num
 
     const backups = await findBackups(storageDir);
     if (backups.length !== 1) {
-      throw new Fatal(`expected exactly one committed .tar.gz under ${storageDir}, found ${backups.length}: ${backups.join(', ')}`);
+      throw new Fatal(`expected exactly one committed archive under ${storageDir}, found ${backups.length}: ${backups.join(', ')}`);
     }
     const file = backups[0];
     const outputBytes = (await stat(file)).size;
 
-    const g = await run('gzip', ['-t', file], { timeoutMs: STEP_TIMEOUT_MS });
+    const g = await run(mode.format, ['-t', file], { timeoutMs: STEP_TIMEOUT_MS });
     const gzipTest = { ok: g.code === 0, seconds: g.seconds, ...(g.code === 0 ? {} : { error: tail(g.stderr, 5) || `exit ${g.code}` }) };
-    if (!gzipTest.ok) log(`ERROR: gzip -t failed on ${file}: ${gzipTest.error}`);
+    if (!gzipTest.ok) log(`ERROR: ${mode.format} -t failed on ${file}: ${gzipTest.error}`);
 
     return {
       seconds: r.seconds,
       outputBytes,
       agentPeakRss,
       serverPeakRss,
+      agentCpu,
+      serverCpu,
       gzipTest,
       tarBytes: num(committed?.tarBytes),
-      gzip: started && typeof started.gzip === 'string' ? started.gzip : null,
+      engine: started && typeof started.engine === 'string' ? `${started.engine} ${String(started.level)}` : null,
       files: num(committed?.files),
       warnings: num(committed?.warnings),
       file,

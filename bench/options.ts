@@ -1,28 +1,41 @@
-/** The benchmark's command line: `npm run bench -- [--dir PATH]... [--runs N] [--parallels L] [--keep]`. */
+/**
+ * The benchmark's command line:
+ * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--keep]`.
+ */
 import { resolve } from 'node:path';
 
 const DEFAULT_DIRS = ['/usr/share', '/usr/lib/x86_64-linux-gnu'];
 
+export type BenchFormat = 'gzip' | 'zstd';
+
 export interface Options {
   dirs: string[];
+  /** Back up this many generated small files instead of `dirs` (0: off). */
+  smallFiles: number;
   runs: number;
   parallels: number[];
+  formats: BenchFormat[];
   keep: boolean;
 }
 
 export class UsageError extends Error {}
 
-export const USAGE = `usage: npm run bench -- [--dir PATH]... [--runs N] [--parallels N] [--keep]
-  --dir PATH      folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
-  --runs N        repetitions, medians reported when N > 1 (default 1)
-  --parallels L   comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
-  --keep          keep the temporary folder`;
+export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--keep]
+  --dir PATH        folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
+  --small-files N   back up N generated files of 1-4 KiB instead (e.g. 200000)
+  --runs N          repetitions, medians reported when N > 1 (default 1)
+  --parallels L     comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
+  --format L        comma-separated archive formats, gzip and/or zstd (default gzip); each
+                    parallels value runs once per format, at the format's default level
+  --keep            keep the temporary folder`;
 
 /** Parses the arguments (after `node bench.js`); throws UsageError. `--help` prints USAGE and exits 0. */
 export function parseOptions(argv: string[]): Options {
   const dirs: string[] = [];
   let runs = 1;
   let parallels = [0];
+  let formats: BenchFormat[] = ['gzip'];
+  let smallFiles = 0;
   let keep = false;
   const intArg = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = v === undefined ? NaN : Number(v);
@@ -51,6 +64,15 @@ export function parseOptions(argv: string[]): Options {
       case '--parallels':
         parallels = (value() ?? '').split(',').map((v) => intArg('--parallels', v, 0, 255));
         break;
+      case '--format': {
+        const list = (value() ?? '').split(',');
+        for (const f of list) if (f !== 'gzip' && f !== 'zstd') throw new UsageError(`--format expects gzip and/or zstd, got ${JSON.stringify(f)}`);
+        formats = [...new Set(list as BenchFormat[])];
+        break;
+      }
+      case '--small-files':
+        smallFiles = intArg('--small-files', value(), 1, 10_000_000);
+        break;
       case '--keep':
         keep = true;
         break;
@@ -63,5 +85,6 @@ export function parseOptions(argv: string[]): Options {
         throw new UsageError(`unknown argument ${JSON.stringify(argv[i])}`);
     }
   }
-  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, runs, parallels, keep };
+  if (smallFiles > 0 && dirs.length > 0) throw new UsageError('--small-files and --dir exclude each other');
+  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, keep };
 }

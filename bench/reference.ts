@@ -4,6 +4,7 @@
  *   du -sb DIRS                                   the input's size on disk
  *   tar -cf - DIRS > (counted)                    the warm-up: afterwards both sides read from the page cache
  *   tar -cf - DIRS | pigz -1 -p<cpus> | ssh 127.0.0.1 'cat > FILE'   the reference run, to a private sshd
+ *   tar -cf - DIRS | zstd -3 -T0 | ssh 127.0.0.1 'cat > FILE'          the zstd reference (with --format zstd)
  */
 import { spawn } from 'node:child_process';
 import { mkdir, rm, stat } from 'node:fs/promises';
@@ -89,6 +90,8 @@ export interface ReferenceSetup {
   sshd: PrivateSshd;
   tar: string;
   pigz: string;
+  /** null when zstd is not installed: the zstd reference is skipped. */
+  zstd: string | null;
   ssh: string;
   cpus: number;
   outDir: string;
@@ -109,7 +112,7 @@ export async function setUpReference(
   onSshd(sshd);
   const outDir = join(root, 'reference');
   await mkdir(outDir, { recursive: true });
-  return { sshd, tar, pigz: tools.pigz, ssh: tools.ssh, cpus, outDir };
+  return { sshd, tar, pigz: tools.pigz, zstd: findExecutable('zstd'), ssh: tools.ssh, cpus, outDir };
 }
 
 export interface ReferenceRun {
@@ -118,12 +121,17 @@ export interface ReferenceRun {
   command: string;
 }
 
-export async function runReference(ref: ReferenceSetup, dirs: string[], runNo: number, keep: boolean): Promise<ReferenceRun> {
-  const out = join(ref.outDir, `reference-run${runNo}.tar.gz`);
+/** The reference pipelines: `pigz` (tar | pigz -1 | ssh) and `zstd` (tar | zstd -3 -T0 | ssh). */
+export type ReferenceKind = 'pigz' | 'zstd';
+
+export async function runReference(ref: ReferenceSetup, kind: ReferenceKind, dirs: string[], runNo: number, keep: boolean): Promise<ReferenceRun> {
+  const out = join(ref.outDir, `reference-run${runNo}.tar.${kind === 'pigz' ? 'gz' : 'zst'}`);
   const remote = `cat > ${shq(out)}`;
+  if (kind === 'zstd' && !ref.zstd) throw new Fatal('zstd is not installed');
+  const compressor = kind === 'pigz' ? `${shq(ref.pigz)} -1 -p${ref.cpus}` : `${shq(ref.zstd!)} -q -3 -T0`;
   const command =
     `${shq(ref.tar)} -cf - ${dirs.map(shq).join(' ')}` +
-    ` | ${shq(ref.pigz)} -1 -p${ref.cpus}` +
+    ` | ${compressor}` +
     ` | ${[ref.ssh, ...ref.sshd.sshArgs].map(shq).join(' ')} ${shq(remote)}`;
   const r = await run('bash', ['-o', 'pipefail', '-c', command], { group: true, timeoutMs: STEP_TIMEOUT_MS });
   if (r.code !== 0) {

@@ -5,22 +5,25 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus as osCpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { modeLabel, type NbackupRun } from './nbackup-run.js';
+import { modeLabel, type Mode, type NbackupRun } from './nbackup-run.js';
 import type { Options } from './options.js';
 import { REPO_ROOT } from './paths.js';
-import type { ReferenceRun, ReferenceSetup } from './reference.js';
+import type { ReferenceKind, ReferenceRun, ReferenceSetup } from './reference.js';
 import { fmtBytes, fmtMiB, fmtRate, fmtSeconds, log, median, ratio, table } from './util.js';
 
 export interface RunRecord {
   run: number;
   order: 'reference-first' | 'nbackup-first';
-  reference: ReferenceRun | null;
-  /** One nbackup run per `--parallels` value, in that order. */
+  references: Partial<Record<ReferenceKind, ReferenceRun>>;
+  /** One nbackup run per mode (format × parallels), in the order of `modes`. */
   nbackup: NbackupRun[];
 }
 
 interface ReportInput {
   opts: Options;
+  dirs: string[];
+  modes: Mode[];
+  refs: ReferenceKind[];
   cpus: number;
   versions: { node: string; tar: string | null; pigz: string | null; ssh: string | null };
   du: { total: number; perDir: Record<string, number> };
@@ -30,49 +33,70 @@ interface ReportInput {
   records: RunRecord[];
 }
 
-/** Medians over the runs: the reference's, and each nbackup mode's with its ratios to the reference. */
+const REF_LABEL: Record<ReferenceKind, string> = { pigz: 'tar|pigz -1|ssh', zstd: 'tar|zstd -3 -T0|ssh' };
+
+/**
+ * Medians over the runs: each reference's, and each nbackup mode's with its ratios to the pigz
+ * reference (time) and to the reference of its own format (size).
+ */
 function summarize(input: ReportInput) {
-  const { opts, records } = input;
-  const refSec = median(records.map((r) => r.reference?.seconds));
-  const refOut = median(records.map((r) => r.reference?.outputBytes));
-  const modes = opts.parallels.map((p, k) => {
+  const { records } = input;
+  const refs = input.refs.map((kind) => ({
+    kind,
+    label: REF_LABEL[kind],
+    seconds: median(records.map((r) => r.references[kind]?.seconds)),
+    outputBytes: median(records.map((r) => r.references[kind]?.outputBytes)),
+  }));
+  const pigz = refs.find((r) => r.kind === 'pigz');
+  const modes = input.modes.map((mode, k) => {
     const runs = records.map((r) => r.nbackup[k]);
     const seconds = median(runs.map((r) => r.seconds));
     const outputBytes = median(runs.map((r) => r.outputBytes));
+    const own = refs.find((r) => r.kind === (mode.format === 'zstd' ? 'zstd' : 'pigz'));
     return {
-      parallels: p,
-      label: modeLabel(p),
+      mode,
+      label: modeLabel(mode),
       runs,
       seconds,
       outputBytes,
       agentRss: median(runs.map((r) => r.agentPeakRss)),
       serverRss: median(runs.map((r) => r.serverPeakRss)),
+      agentCpu: median(runs.map((r) => r.agentCpu)),
+      serverCpu: median(runs.map((r) => r.serverCpu)),
+      engine: runs[runs.length - 1].engine,
       gzipSec: median(runs.map((r) => r.gzipTest.seconds)),
       gzipOk: runs.every((r) => r.gzipTest.ok),
-      timeRatio: ratio(seconds, refSec),
-      sizeRatio: ratio(outputBytes, refOut),
+      timeRatio: ratio(seconds, pigz?.seconds ?? null),
+      timeRatioOwn: ratio(seconds, own?.seconds ?? null),
+      sizeRatio: ratio(outputBytes, pigz?.outputBytes ?? null),
+      sizeRatioOwn: ratio(outputBytes, own?.outputBytes ?? null),
     };
   });
-  return { refSec, refOut, modes, last: records[records.length - 1].nbackup[0] };
+  return { refs, pigz, modes, last: records[records.length - 1].nbackup[0] };
 }
 
 type Summary = ReturnType<typeof summarize>;
 
-function perRunTable(records: RunRecord[], modes: Summary['modes']): string {
+const x = (v: number | null, digits = 2) => (v === null ? '-' : `${v.toFixed(digits)}x`);
+
+function perRunTable(records: RunRecord[], s: Summary): string {
   return table(
-    ['run', 'order', 'mode', 'ref time', 'nbackup time', 'ratio', 'ref output', 'nbackup output', 'agent RSS', 'server RSS', 'gzip -t'],
+    ['run', 'order', 'mode', 'ref pigz', 'nbackup', 'vs pigz', 'output', 'vs pigz size', 'agent CPU', 'server CPU', 'agent RSS', 'server RSS', 'test'],
     records.flatMap((r) =>
-      modes.map((m, k) => {
+      s.modes.map((m, k) => {
         const n = r.nbackup[k];
+        const ref = r.references.pigz ?? null;
         return [
           String(r.run),
           r.order,
           m.label,
-          fmtSeconds(r.reference?.seconds ?? null),
+          fmtSeconds(ref?.seconds ?? null),
           fmtSeconds(n.seconds),
-          ratio(n.seconds, r.reference?.seconds ?? null)?.toFixed(2) ?? '-',
-          r.reference ? r.reference.outputBytes.toLocaleString('en-US') : '-',
+          x(ratio(n.seconds, ref?.seconds ?? null)),
           n.outputBytes.toLocaleString('en-US'),
+          x(ratio(n.outputBytes, ref?.outputBytes ?? null), 3),
+          fmtSeconds(n.agentCpu),
+          fmtSeconds(n.serverCpu),
           fmtMiB(n.agentPeakRss),
           fmtMiB(n.serverPeakRss),
           n.gzipTest.ok ? 'OK' : 'FAILED',
@@ -83,42 +107,42 @@ function perRunTable(records: RunRecord[], modes: Summary['modes']): string {
 }
 
 function textReport(input: ReportInput, s: Summary): string {
-  const { opts, cpus, versions, du, warm, ref, referenceSkipped, records } = input;
-  const { refSec, refOut, modes, last } = s;
+  const { opts, dirs, cpus, versions, du, warm, ref, referenceSkipped, records } = input;
+  const { refs, modes, last } = s;
   const inputBytes = warm.tarBytes;
   const med = opts.runs > 1 ? ` (median of ${opts.runs})` : '';
+  const refCell = (f: (r: Summary['refs'][number]) => string) => refs.map((r) => (ref ? f(r) : 'skipped'));
 
   const lines: string[] = [];
   lines.push('');
   lines.push('================ nbackup benchmark ================');
   lines.push(`date        ${new Date().toISOString()}`);
   lines.push(`machine     ${cpus} CPUs (${osCpus()[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}, node ${process.version}`);
-  lines.push(`dirs        ${opts.dirs.join(' ')}`);
+  lines.push(`dirs        ${opts.smallFiles > 0 ? `${opts.smallFiles.toLocaleString('en-US')} generated files of 1-4 KiB in ` : ''}${dirs.join(' ')}`);
   lines.push(`input       tar stream ${fmtBytes(inputBytes)}; du -sb ${fmtBytes(du.total)}${last.files !== null ? `; ${last.files.toLocaleString('en-US')} entries (agent)` : ''}`);
-  lines.push(`settings    runs ${opts.runs}, parallels ${opts.parallels.join(',')}, gzip level 1 on both sides, page cache warmed (${warm.seconds.toFixed(1)} s)`);
+  lines.push(`settings    runs ${opts.runs}, parallels ${opts.parallels.join(',')}, formats ${opts.formats.join(',')} at their default levels, page cache warmed (${warm.seconds.toFixed(1)} s)`);
   lines.push(
     ref
-      ? `reference   tar -cf - DIRS | pigz -1 -p${cpus} | ssh -p ${ref.sshd.port} ... 127.0.0.1 'cat > FILE'   (${versions.ssh ?? 'ssh ?'})`
-      : `reference   SKIPPED: ${referenceSkipped}`,
+      ? `references  tar -cf - DIRS | {pigz -1 -p${cpus} | zstd -3 -T0} | ssh -p ${ref.sshd.port} ... 127.0.0.1 'cat > FILE'   (${versions.ssh ?? 'ssh ?'})`
+      : `references  SKIPPED: ${referenceSkipped}`,
   );
-  lines.push(`nbackup     node dist/cmd/nbackup-agent.js --once → nbackup-server, TLS 1.3 mTLS on 127.0.0.1, gzip: ${last.gzip ?? '?'}`);
+  lines.push(`nbackup     node dist/cmd/nbackup-agent.js --once → nbackup-server, TLS 1.3 mTLS on 127.0.0.1; engines: ${modes.map((m) => `${m.label} ${m.engine ?? '?'}`).join(', ')}`);
+  lines.push(`CPU         user + system seconds from /proc/PID/stat: the agent's whole process, the server's during the agent's run`);
   lines.push('');
   lines.push(
     table(
-      ['', 'reference (tar|pigz|ssh)', ...modes.map((m) => `nbackup ${m.label}`)],
+      ['', ...refs.map((r) => r.label), ...modes.map((m) => `nbackup ${m.label}`)],
       [
-        [`wall time${med}`, ref ? fmtSeconds(refSec) : 'skipped', ...modes.map((m) => fmtSeconds(m.seconds))],
-        ['time / reference', ref ? '1.00x' : '-', ...modes.map((m) => (m.timeRatio !== null ? `${m.timeRatio.toFixed(2)}x` : '-'))],
-        ['throughput (tar input)', ref ? fmtRate(inputBytes, refSec) : '-', ...modes.map((m) => fmtRate(inputBytes, m.seconds))],
-        [`output size${med}`, ref ? fmtBytes(refOut) : '-', ...modes.map((m) => fmtBytes(m.outputBytes))],
-        [
-          'compression ratio',
-          ref && refOut ? `${((refOut / inputBytes) * 100).toFixed(1)} %` : '-',
-          ...modes.map((m) => (m.outputBytes ? `${((m.outputBytes / inputBytes) * 100).toFixed(1)} %` : '-')),
-        ],
-        ['agent peak RSS (VmHWM)', '-', ...modes.map((m) => fmtMiB(m.agentRss))],
-        ['server peak RSS (VmHWM)', '-', ...modes.map((m) => fmtMiB(m.serverRss))],
-        ['gzip -t of the backup', '-', ...modes.map((m) => `${m.gzipOk ? 'OK' : 'FAILED'} (${fmtSeconds(m.gzipSec)}, untimed)`)],
+        [`wall time${med}`, ...refCell((r) => fmtSeconds(r.seconds)), ...modes.map((m) => fmtSeconds(m.seconds))],
+        ['time / pigz reference', ...refCell((r) => x(ratio(r.seconds, s.pigz?.seconds ?? null))), ...modes.map((m) => x(m.timeRatio))],
+        ['throughput (tar input)', ...refCell((r) => fmtRate(inputBytes, r.seconds)), ...modes.map((m) => fmtRate(inputBytes, m.seconds))],
+        [`output size${med}`, ...refCell((r) => fmtBytes(r.outputBytes)), ...modes.map((m) => fmtBytes(m.outputBytes))],
+        ['size / pigz reference', ...refCell((r) => x(ratio(r.outputBytes, s.pigz?.outputBytes ?? null), 3)), ...modes.map((m) => x(m.sizeRatio, 3))],
+        [`agent CPU${med}`, ...refs.map(() => '-'), ...modes.map((m) => fmtSeconds(m.agentCpu))],
+        [`server CPU${med}`, ...refs.map(() => '-'), ...modes.map((m) => fmtSeconds(m.serverCpu))],
+        ['agent peak RSS (VmHWM)', ...refs.map(() => '-'), ...modes.map((m) => fmtMiB(m.agentRss))],
+        ['server peak RSS (VmHWM)', ...refs.map(() => '-'), ...modes.map((m) => fmtMiB(m.serverRss))],
+        ['gzip -t / zstd -t', ...refs.map(() => '-'), ...modes.map((m) => `${m.gzipOk ? 'OK' : 'FAILED'} (${fmtSeconds(m.gzipSec)}, untimed)`)],
       ],
     ),
   );
@@ -126,8 +150,9 @@ function textReport(input: ReportInput, s: Summary): string {
   for (const m of modes) {
     lines.push(
       m.timeRatio !== null
-        ? `ratio nbackup ${m.label}/reference: time ${m.timeRatio.toFixed(2)}x (${m.timeRatio > 1 ? `nbackup ${((m.timeRatio - 1) * 100).toFixed(0)} % slower` : `nbackup ${((1 - m.timeRatio) * 100).toFixed(0)} % faster`}), output size ${m.sizeRatio?.toFixed(3) ?? '-'}x`
-        : `ratio nbackup ${m.label}/reference: - (reference skipped)`,
+        ? `ratio nbackup ${m.label}: time ${x(m.timeRatio)} of tar|pigz|ssh${m.mode.format === 'zstd' ? ` (${x(m.timeRatioOwn)} of tar|zstd|ssh)` : ''}, ` +
+            `size ${x(m.sizeRatio, 3)} of pigz's${m.mode.format === 'zstd' ? ` (${x(m.sizeRatioOwn, 3)} of zstd -3's)` : ''}`
+        : `ratio nbackup ${m.label}: - (reference skipped)`,
     );
   }
   if (last.tarBytes !== null && last.tarBytes !== inputBytes) {
@@ -137,57 +162,43 @@ function textReport(input: ReportInput, s: Summary): string {
   if (opts.runs > 1 || modes.length > 1) {
     lines.push('');
     lines.push('per run:');
-    lines.push(perRunTable(records, modes));
+    lines.push(perRunTable(records, s));
   }
   lines.push('===================================================');
   return lines.join('\n') + '\n';
 }
 
 function jsonReport(input: ReportInput, s: Summary): unknown {
-  const { opts, cpus, versions, du, warm, ref, referenceSkipped, records } = input;
-  const { refSec, refOut, modes, last } = s;
+  const { opts, dirs, cpus, versions, du, warm, referenceSkipped, records } = input;
   const inputBytes = warm.tarBytes;
   return {
     date: new Date().toISOString(),
     machine: { cpus, cpuModel: osCpus()[0]?.model.trim() ?? null, totalMemBytes: totalmem(), kernel: release() },
     versions,
     options: opts,
-    input: { tarStreamBytes: inputBytes, duBytes: du.total, duPerDir: du.perDir, warmupSeconds: warm.seconds, files: last.files },
-    reference: ref
-      ? {
-          command: `tar -cf - DIRS | pigz -1 -p${cpus} | ssh -p PORT -i KEY -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR 127.0.0.1 'cat > OUTFILE'`,
-          seconds: refSec,
-          outputBytes: refOut,
-          mbPerS: refSec ? inputBytes / 1e6 / refSec : null,
-        }
-      : { skipped: referenceSkipped },
-    nbackup: modes.map((m) => ({
-      parallels: m.parallels,
+    input: { dirs, tarStreamBytes: inputBytes, duBytes: du.total, duPerDir: du.perDir, warmupSeconds: warm.seconds, files: s.last.files },
+    references: referenceSkipped
+      ? { skipped: referenceSkipped }
+      : s.refs.map((r) => ({ kind: r.kind, command: r.label, seconds: r.seconds, outputBytes: r.outputBytes, mbPerS: r.seconds ? inputBytes / 1e6 / r.seconds : null })),
+    nbackup: s.modes.map((m) => ({
+      format: m.mode.format,
+      parallels: m.mode.parallels,
+      engine: m.engine,
       seconds: m.seconds,
       outputBytes: m.outputBytes,
       mbPerS: m.seconds ? inputBytes / 1e6 / m.seconds : null,
+      agentCpuSeconds: m.agentCpu,
+      serverCpuSeconds: m.serverCpu,
       agentPeakRssBytes: m.agentRss,
       serverPeakRssBytes: m.serverRss,
-      gzipTestOk: m.gzipOk,
-      gzipTestSeconds: m.gzipSec,
-      ratio: { time: m.timeRatio, outputSize: m.sizeRatio },
+      testOk: m.gzipOk,
+      ratio: { timeVsPigz: m.timeRatio, timeVsOwn: m.timeRatioOwn, sizeVsPigz: m.sizeRatio, sizeVsOwn: m.sizeRatioOwn },
     })),
     runs: records.map((r) => ({
       run: r.run,
       order: r.order,
-      reference: r.reference ? { seconds: r.reference.seconds, outputBytes: r.reference.outputBytes } : null,
-      nbackup: r.nbackup.map((n, k) => ({
-        parallels: opts.parallels[k],
-        seconds: n.seconds,
-        outputBytes: n.outputBytes,
-        agentPeakRssBytes: n.agentPeakRss,
-        serverPeakRssBytes: n.serverPeakRss,
-        gzipTest: n.gzipTest,
-        tarBytes: n.tarBytes,
-        files: n.files,
-        warnings: n.warnings,
-        ratio: ratio(n.seconds, r.reference?.seconds ?? null),
-      })),
+      references: r.references,
+      nbackup: r.nbackup.map((n, k) => ({ format: input.modes[k].format, parallels: input.modes[k].parallels, ...n })),
     })),
   };
 }

@@ -136,9 +136,31 @@ function readPeakRss(pid: number): number | null {
   return m ? Number(m[1]) * 1024 : null;
 }
 
-/** Polls the VmHWM of a set of processes every intervalMs, keeping the last value seen for each. */
-export class PeakRssPoller {
-  private readonly last = new Map<number, number>();
+/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on Linux for x86 and arm). */
+const USER_HZ = 100;
+
+/** CPU seconds (user + system, all threads) a process has used, or null when it cannot be read. */
+function readCpuSeconds(pid: number): number | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return Number.isFinite(utime) && Number.isFinite(stime) ? (utime + stime) / USER_HZ : null;
+}
+
+/**
+ * Polls the VmHWM and the CPU seconds of a set of processes every intervalMs, keeping the last
+ * value seen for each (a process that exits between two polls loses at most one interval of CPU).
+ */
+export class ProcPoller {
+  private readonly rss = new Map<number, number>();
+  private readonly cpuSeconds = new Map<number, number>();
   private readonly timer: NodeJS.Timeout;
 
   constructor(
@@ -152,12 +174,18 @@ export class PeakRssPoller {
   poll(): void {
     for (const pid of this.pids()) {
       const v = readPeakRss(pid);
-      if (v !== null) this.last.set(pid, v);
+      if (v !== null) this.rss.set(pid, v);
+      const c = readCpuSeconds(pid);
+      if (c !== null) this.cpuSeconds.set(pid, c);
     }
   }
 
   get(pid: number | undefined): number | null {
-    return pid === undefined ? null : (this.last.get(pid) ?? null);
+    return pid === undefined ? null : (this.rss.get(pid) ?? null);
+  }
+
+  cpu(pid: number | undefined): number | null {
+    return pid === undefined ? null : (this.cpuSeconds.get(pid) ?? null);
   }
 
   stop(): void {

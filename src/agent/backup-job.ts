@@ -58,7 +58,7 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
   const primary = await PrimaryConnection.open(ctx, entry, log, stats, budget);
   const sessionId = primary.sessionId;
   log.info(
-    { session: sessionId, sources, exclude: entry.exclude, format: codec.format, engine: codec.engine, level: entry.compression.level, gzip: codec.engine },
+    { session: sessionId, sources, exclude: entry.exclude, format: codec.format, engine: codec.engine, level: entry.compression.level },
     'backup started',
   );
 
