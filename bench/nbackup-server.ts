@@ -4,24 +4,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { parseLogLine, type LogLine } from '../src/log/parse-line.js';
 import { REPO_ROOT, SERVER_BIN } from './paths.js';
 
-type LogLine = Record<string, unknown>;
+export { parseLogLine };
 
 /** Output lines kept for error reports. */
 const KEEP_LINES = 200;
 
-/** Parses one JSON log line; null for anything that is not a JSON object. */
-export function parseLogLine(line: string): LogLine | null {
-  const t = line.trim();
-  if (!t.startsWith('{')) return null;
-  try {
-    const v: unknown = JSON.parse(t);
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as LogLine) : null;
-  } catch {
-    return null;
-  }
-}
 
 export interface ServerHandle {
   proc: ChildProcess;

@@ -7,7 +7,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { parseLogLine, type LogLine } from '../../src/log/parse-line.js';
 import { Waiters } from './wait.js';
+
+export { parseLogLine, type LogLine };
 
 /** Repository root: this file is compiled to dist/test/helpers/proc.js. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -19,7 +22,6 @@ const BIN_DIR = process.env.NBACKUP_BIN_DIR ?? join(REPO_ROOT, 'dist', 'cmd');
 export const SERVER_BIN = join(BIN_DIR, 'nbackup-server.js');
 export const AGENT_BIN = join(BIN_DIR, 'nbackup-agent.js');
 
-export type LogLine = Record<string, unknown>;
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -79,17 +81,6 @@ function lines(stream: NodeJS.ReadableStream | null, onLine: (line: string) => v
   });
 }
 
-/** Parses one JSON log line; null for anything that is not a JSON object. */
-export function parseLogLine(line: string): LogLine | null {
-  const t = line.trim();
-  if (!t.startsWith('{')) return null;
-  try {
-    const v: unknown = JSON.parse(t);
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as LogLine) : null;
-  } catch {
-    return null;
-  }
-}
 
 export interface LoggedProcess {
   proc: ChildProcess;
