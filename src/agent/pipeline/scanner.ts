@@ -6,8 +6,10 @@ import type { TarEntryType } from './tar-header.js';
 
 /**
  * Walks the sources depth-first in byte order of names, never following symlinks inside a
- * source, and yields one entry per thing to archive. Metadata comes from lstat; nothing is opened
- * here but directories.
+ * source, and yields one entry per thing to archive. Nothing is opened here but directories.
+ * Metadata comes from lstat, except for entries the directory listing already calls regular
+ * files: the packer opens those anyway and takes their metadata from fstat on the open file, so
+ * a second look (one stat per file, the most common entry) would only cost time.
  *
  * Names are bytes: directory entries are read as Buffers and archived exactly, UTF-8 or not.
  * Paths may be longer than the kernel's PATH_MAX: once a directory's path grows past ANCHOR_AT
@@ -23,7 +25,8 @@ export interface ScanEntry {
   /** Member name: the absolute path less its leading '/', exact bytes. */
   name: Buffer;
   type: TarEntryType;
-  stats: fs.Stats;
+  /** lstat of the entry; null for a regular file known from its directory listing (see above). */
+  stats: fs.Stats | null;
 }
 
 export interface ScanWarning {
@@ -111,7 +114,8 @@ interface Frame {
   name: Buffer;
   /** Relative to the source root, as text, for exclude patterns. */
   rel: string;
-  names: Buffer[];
+  /** The listing, sorted by name bytes; `name` is a Buffer (read with encoding 'buffer'). */
+  entries: fs.Dirent[];
   i: number;
   /** The directory handle this frame opened, closed when the frame is done. */
   anchor: number | null;
@@ -142,18 +146,23 @@ function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions): Gen
     if (first) stack.push(first);
     while (stack.length > 0) {
       const top = stack[stack.length - 1];
-      if (top.i >= top.names.length) {
+      if (top.i >= top.entries.length) {
         closeFrame(stack.pop()!);
         continue;
       }
-      const base = top.names[top.i++];
+      const dirent = top.entries[top.i++];
+      const base = direntName(dirent);
       const rel = top.rel === '' ? base.toString('utf8') : `${top.rel}/${base.toString('utf8')}`;
       if (matcher.excludes(rel)) continue;
       const access = joinAccess(top.access, base);
       const name = top.name.length === 0 ? base : Buffer.concat([top.name, SLASH, base]);
-      const st = lstatOrWarn(access, name, opts);
-      if (!st) continue;
-      const entry = toEntry(access, name, st, opts);
+      let entry: ScanEntry | null;
+      if (dirent.isFile()) {
+        entry = { access, name, type: 'file', stats: null };
+      } else {
+        const st = lstatOrWarn(access, name, opts);
+        entry = st && toEntry(access, name, st, opts);
+      }
       if (!entry) continue;
       yield entry;
       if (entry.type === 'directory') {
@@ -201,14 +210,19 @@ function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions)
       anchor = fs.openSync(access, O_DIRECTORY);
       reach = Buffer.from(`/proc/self/fd/${anchor}`);
     }
-    const names = fs.readdirSync(reach, { encoding: 'buffer' });
-    names.sort(Buffer.compare);
-    return { access: reach, name, rel, names, i: 0, anchor };
+    const entries = fs.readdirSync(reach, { encoding: 'buffer', withFileTypes: true }) as unknown as fs.Dirent[];
+    entries.sort((a, b) => Buffer.compare(direntName(a), direntName(b)));
+    return { access: reach, name, rel, entries, i: 0, anchor };
   } catch (err) {
     if (anchor !== null) fs.closeSync(anchor);
     opts.onWarning({ path: describeEntry({ name }), message: `cannot list directory: ${errorMessage(err)}` });
     return null;
   }
+}
+
+/** A listing read with encoding 'buffer' has Buffer names (Node's types say string). */
+function direntName(d: fs.Dirent): Buffer {
+  return d.name as unknown as Buffer;
 }
 
 function closeFrame(f: Frame): void {

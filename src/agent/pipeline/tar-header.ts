@@ -43,7 +43,10 @@ const SLASH = 0x2f;
 
 /** Bytes 0x01..0x7f only: a name ustar can carry as is, and every reader reads the same way. */
 function isAscii(b: Buffer): boolean {
-  for (const c of b) if (c === 0 || c > 0x7f) return false;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c === 0 || c > 0x7f) return false;
+  }
   return true;
 }
 
@@ -52,8 +55,10 @@ function isUtf8(b: Buffer): boolean {
   return Buffer.from(b.toString('utf8'), 'utf8').equals(b);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 function bytesOf(v: Buffer | string | undefined): Buffer {
-  if (v === undefined) return Buffer.alloc(0);
+  if (v === undefined) return EMPTY;
   return typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
 }
 
@@ -62,15 +67,19 @@ export function padTo512(n: number): number {
   return (n + BLOCK - 1) & ~(BLOCK - 1);
 }
 
+/** `value` as width-1 zero-padded octal digits and a NUL (callers keep it within the field). */
 function writeOctal(buf: Buffer, offset: number, width: number, value: number): void {
-  const digits = Math.floor(value).toString(8).padStart(width - 1, '0');
-  buf.write(digits, offset, width - 1, 'ascii');
+  let v = Math.floor(value);
   buf[offset + width - 1] = 0;
+  for (let i = offset + width - 2; i >= offset; i--) {
+    buf[i] = 0x30 + (v % 8);
+    v = Math.floor(v / 8);
+  }
 }
 
 /** Splits a name into ustar prefix (≤155) and name (≤100) at a '/', or null when it cannot. */
 function splitUstarName(name: Buffer): { prefix: Buffer; name: Buffer } | null {
-  if (name.length <= 100) return { prefix: Buffer.alloc(0), name };
+  if (name.length <= 100) return { prefix: EMPTY, name };
   // The split must be at a '/' such that the tail fits 100 and the head fits 155.
   for (let i = name.indexOf(SLASH); i !== -1; i = name.indexOf(SLASH, i + 1)) {
     if (i > 155) return null;
@@ -104,8 +113,11 @@ export interface UstarFields {
   devminor: number;
 }
 
-export function ustarHeader(name: Buffer, prefix: Buffer, typeflag: number, f: UstarFields): Buffer {
-  const h = Buffer.alloc(BLOCK);
+const USTAR_MAGIC = Buffer.from('ustar\u000000', 'latin1');
+
+/** One ustar header record, written into `into` (512 bytes, overwritten) or a new buffer. */
+export function ustarHeader(name: Buffer, prefix: Buffer, typeflag: number, f: UstarFields, into?: Buffer): Buffer {
+  const h = into ? into.fill(0, 0, BLOCK) : Buffer.alloc(BLOCK);
   name.copy(h, 0, 0, Math.min(100, name.length));
   writeOctal(h, 100, 8, f.mode & 0o7777);
   writeOctal(h, 108, 8, f.uid);
@@ -115,7 +127,7 @@ export function ustarHeader(name: Buffer, prefix: Buffer, typeflag: number, f: U
   h.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
   h[156] = typeflag;
   f.linkname.copy(h, 157, 0, Math.min(100, f.linkname.length));
-  h.write('ustar\u000000', 257, 8, 'ascii');
+  USTAR_MAGIC.copy(h, 257);
   writeOctal(h, 329, 8, f.devmajor);
   writeOctal(h, 337, 8, f.devminor);
   prefix.copy(h, 345, 0, Math.min(155, prefix.length));
@@ -141,15 +153,18 @@ export function asciiFallback(name: Buffer, max: number): Buffer {
  * Names are archived byte for byte. A name ustar can hold (ASCII, or any bytes in 100) goes in
  * the ustar fields; any other goes in a PAX record, with `hdrcharset=BINARY` when it is not UTF-8
  * so that readers take the bytes as they are.
+ *
+ * With `scratch` (512 bytes), a member that needs no PAX header is encoded into it and `scratch`
+ * itself is returned: valid until the next call, which spares the packer an allocation per file.
  */
-export function encodeHeader(fields: TarHeaderFields): Buffer {
+export function encodeHeader(fields: TarHeaderFields, scratch?: Buffer): Buffer {
   let name: Buffer = bytesOf(fields.name);
   if (fields.type === 'directory' && name[name.length - 1] !== SLASH) name = Buffer.concat([name, Buffer.from('/')]);
   const linkname = bytesOf(fields.linkname);
   const size = fields.type === 'file' ? fields.size : 0;
   const pax: Buffer[] = [];
   let ustarName = name;
-  let ustarPrefix: Buffer = Buffer.alloc(0);
+  let ustarPrefix: Buffer = EMPTY;
   const split = isAscii(name) ? splitUstarName(name) : name.length <= 100 && !isUtf8(name) ? { prefix: ustarPrefix, name } : null;
   if (split) {
     ustarName = split.name;
@@ -172,7 +187,7 @@ export function encodeHeader(fields: TarHeaderFields): Buffer {
     linkname: ustarLink,
     devmajor: fields.devmajor ?? 0,
     devminor: fields.devminor ?? 0,
-  });
+  }, scratch);
   return withPax(pax, name, numbers.mtime, header);
 }
 

@@ -40,6 +40,8 @@ export class TarPacker {
   private block: Buffer;
   private pos = 0;
   private readonly hardLinks = new Map<string, Buffer>();
+  /** Where headers are encoded before they are copied into the block. */
+  private readonly scratch = Buffer.alloc(512);
   readonly stats: PackStats = { entries: 0, files: 0, bytesRead: 0, tarBytes: 0, warnings: 0 };
 
   constructor(
@@ -52,21 +54,12 @@ export class TarPacker {
   }
 
   async add(entry: ScanEntry): Promise<void> {
-    const st = entry.stats;
+    // A regular file's metadata comes from fstat once it is open (addFile).
+    if (entry.type === 'file') return this.addFile(entry);
+    const st = entry.stats ?? fs.lstatSync(entry.access);
     const base = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
-    if (entry.type !== 'directory' && st.nlink > 1) {
-      const key = `${st.dev}:${st.ino}`;
-      const first = this.hardLinks.get(key);
-      if (first !== undefined) {
-        await this.header({ ...base, type: 'hardlink', size: 0, linkname: first });
-        return;
-      }
-    }
+    if (entry.type !== 'directory' && (await this.hardLink(base, st))) return;
     switch (entry.type) {
-      case 'file':
-        // Only a member that made it into the archive may be the target of later hard links.
-        if ((await this.addFile(entry)) && st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
-        return;
       case 'symlink': {
         let target: Buffer;
         try {
@@ -104,12 +97,24 @@ export class TarPacker {
     this.onWarning({ path: describeEntry(entry), message });
   }
 
-  private async header(fields: TarHeaderFields): Promise<void> {
+  private header(fields: TarHeaderFields): Promise<void> | void {
     this.stats.entries++;
-    await this.write(encodeHeader(fields));
+    return this.write(encodeHeader(fields, this.scratch));
   }
 
-  private async addFile(entry: ScanEntry): Promise<boolean> {
+  /**
+   * A later name of an inode already archived becomes a hard-link member; true when it did. Only a
+   * member that made it into the archive is remembered as a target (by the callers).
+   */
+  private async hardLink(base: Omit<TarHeaderFields, 'type' | 'size'>, st: fs.Stats): Promise<boolean> {
+    if (st.nlink <= 1) return false;
+    const first = this.hardLinks.get(`${st.dev}:${st.ino}`);
+    if (first === undefined) return false;
+    await this.header({ ...base, type: 'hardlink', size: 0, linkname: first });
+    return true;
+  }
+
+  private async addFile(entry: ScanEntry): Promise<void> {
     let fd: number;
     try {
       fd = fs.openSync(entry.access, O_FLAGS);
@@ -118,16 +123,17 @@ export class TarPacker {
       if (code === 'ENOENT') this.warn(entry, 'vanished before it could be read; skipped');
       else if (code === 'ELOOP') this.warn(entry, 'was replaced by a symlink while scanning; skipped');
       else this.warn(entry, `cannot be opened: ${errorMessage(err)}; skipped`);
-      return false;
+      return;
     }
     try {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) {
         this.warn(entry, 'is no longer a regular file; skipped');
-        return false;
+        return;
       }
       const size = st.size;
       const member = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
+      if (await this.hardLink(member, st)) return;
       const map = sparseMap(fd, st);
       let regions: Extent[] = [{ offset: 0, length: size }];
       let dataSize = size;
@@ -154,7 +160,7 @@ export class TarPacker {
       if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
         this.warn(entry, `changed while being read (size ${size} → ${after.size}); archived as first seen`);
       }
-      return true;
+      if (st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
     } finally {
       fs.closeSync(fd);
     }
@@ -191,7 +197,17 @@ export class TarPacker {
     await this.sink.push(full);
   }
 
-  private async write(src: Buffer): Promise<void> {
+  /** Copies `src` into the block; a promise only when a full block must be handed over first. */
+  private write(src: Buffer): Promise<void> | void {
+    if (src.length <= this.blockSize - this.pos) {
+      src.copy(this.block, this.pos);
+      this.pos += src.length;
+      return;
+    }
+    return this.writeAcross(src);
+  }
+
+  private async writeAcross(src: Buffer): Promise<void> {
     let off = 0;
     while (off < src.length) {
       if (this.pos === this.blockSize) await this.flush();
