@@ -26,9 +26,9 @@ const program = new Command()
 program
   .command('health')
   .description('ask a server for its status and free disk space over mTLS')
-  .argument('<host:port>', 'server address')
+  .argument('[host:port]', 'server address (default: server.address of the config)')
   .requiredOption('-c, --config <file>', 'agent.yaml (for the certificates)')
-  .action(async (address: string, opts: { config: string }) => {
+  .action(async (address: string | undefined, opts: { config: string }) => {
     process.exitCode = await runHealth(address, opts.config);
   });
 

@@ -4,10 +4,10 @@
  */
 
 /** The version byte this implementation speaks (handshake, resume and parallel join). */
-export const PROTOCOL_VERSION = 0x03;
+export const PROTOCOL_VERSION = 0x04;
 
 /** Versions a server built from this code understands; anything else gets REJECT. */
-const SUPPORTED_VERSIONS: readonly number[] = [0x02, PROTOCOL_VERSION];
+const SUPPORTED_VERSIONS: readonly number[] = [0x02, 0x03, PROTOCOL_VERSION];
 
 export function isSupportedVersion(version: number): boolean {
   return SUPPORTED_VERSIONS.includes(version);
@@ -32,6 +32,7 @@ export const Magic = {
   PJIN: 'PJIN',
   PING: 'PING',
   CTRL: 'CTRL',
+  ABRT: 'ABRT',
   SACK: 'SACK',
   DONE: 'DONE',
   CSAK: 'CSAK',
@@ -55,7 +56,7 @@ export const MagicBytes: Readonly<Record<Magic, Buffer>> = Object.freeze(
 export const MAGIC_SIZE = 4;
 
 /** The magics a client may open a connection with, i.e. what the connection is. */
-export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL'] as const;
+export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL', 'ABRT'] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
 
 /** ACK of the NBKP handshake. STORAGE_UNAVAILABLE: version 3. */
@@ -69,6 +70,11 @@ export type FinalStatus = (typeof FinalStatus)[keyof typeof FinalStatus];
 /** ResumeACK. COMMITTED (version 3): the session is already committed; size and SHA-256 follow. */
 export const ResumeStatus = { OK: 0, NOT_FOUND: 1, COMMITTED: 2 } as const;
 export type ResumeStatus = (typeof ResumeStatus)[keyof typeof ResumeStatus];
+
+/** AbortACK (version 4): what became of the session the agent gave up. */
+export const AbortStatus = { DISCARDED: 0, NOT_FOUND: 1, COMMITTED: 2 } as const;
+export type AbortStatus = (typeof AbortStatus)[keyof typeof AbortStatus];
+export const ABORT_ACK_SIZE = 1;
 
 /** ParallelACK. */
 export const ParallelStatus = { OK: 0, FULL: 1, NOT_FOUND: 2 } as const;

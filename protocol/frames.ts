@@ -19,6 +19,7 @@
 import { type ConnectionKind, CONNECTION_KINDS } from './constants.js';
 import { type Decoded, parse } from './codec.js';
 import { type ControlOpen, type HealthPing, decodeControlOpen, decodeHealthPing } from './frames-control.js';
+import { type SessionAbort, decodeSessionAbort } from './frames-abort.js';
 import { type ParallelJoin, decodeParallelJoin } from './frames-parallel.js';
 import { type Handshake, type Resume, decodeHandshake, decodeResume } from './frames-session.js';
 
@@ -26,6 +27,7 @@ export type { Decoded, Decoder } from './codec.js';
 export * from './frames-session.js';
 export * from './frames-parallel.js';
 export * from './frames-control.js';
+export * from './frames-abort.js';
 
 /** What a client's first frame on a new connection is, decoded whole. */
 export type ClientHello =
@@ -33,7 +35,8 @@ export type ClientHello =
   | { kind: 'RSME'; value: Resume }
   | { kind: 'PJIN'; value: ParallelJoin }
   | { kind: 'PING'; value: HealthPing }
-  | { kind: 'CTRL'; value: ControlOpen };
+  | { kind: 'CTRL'; value: ControlOpen }
+  | { kind: 'ABRT'; value: SessionAbort };
 
 
 // ─── Connection kind ──────────────────────────────────────────────────────────────────────────
@@ -63,6 +66,8 @@ export function decodeClientHello(buf: Buffer): Decoded<ClientHello> | null {
       return tag(kind, decodeHealthPing(buf));
     case 'CTRL':
       return tag(kind, decodeControlOpen(buf));
+    case 'ABRT':
+      return tag(kind, decodeSessionAbort(buf));
   }
 }
 

@@ -18,6 +18,7 @@ export type ErrorKind =
   | 'storage'
   | 'timeout'
   | 'aborted'
+  | 'hook'
   | 'internal';
 
 const nativeInstanceOf = Function.prototype[Symbol.hasInstance];

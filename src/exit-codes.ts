@@ -15,7 +15,7 @@ export const EXIT_CODES: readonly ExitCode[] = [
   {
     code: 1,
     meaning: 'a backup, a health check or a storage failed; stderr says which and why, one line each',
-    kinds: ['source', 'rejected', 'server', 'checksum', 'storage', 'protocol', 'aborted'],
+    kinds: ['source', 'rejected', 'server', 'checksum', 'storage', 'protocol', 'aborted', 'hook'],
   },
   { code: 2, meaning: 'bad command line or configuration file', kinds: ['usage', 'config'] },
   { code: 3, meaning: 'a certificate or key cannot be used', kinds: ['tls'] },

@@ -12,6 +12,9 @@ import { failureOf } from './session/final-answer.js';
 import { PrimaryConnection } from './session/primary.js';
 import { RestartSession, RetryBudget } from './session/retry.js';
 import { sendSingle } from './session/single-sender.js';
+import { giveUpSession } from './session/give-up.js';
+import { runLimit } from './run-limit.js';
+import { Pacer } from './session/pacer.js';
 
 /**
  * One backup entry, start to finish: open a session on the primary connection, run the pipeline
@@ -40,13 +43,19 @@ export async function runBackup(entry: BackupConfig, ctx: BackupContext): Promis
   checkSources(sources);
   const stats = newRunStats();
   const log = ctx.log.child({ backup: entry.name, storage: entry.storage });
+  const pacer = entry.bandwidth_limit ? new Pacer(entry.bandwidth_limit) : undefined;
   for (let attempt = 1; ; attempt++) {
+    // The run limit holds for each attempt on its own; a stopping daemon ends any of them.
+    const limit = runLimit(entry.name, entry.run_limit, ctx.signal);
+    log.debug({ attempt, runLimitMs: entry.run_limit, bandwidthLimit: entry.bandwidth_limit ?? null, parallels: entry.parallels }, 'attempt started');
     try {
-      return await runSession(entry, sources, ctx, log, stats);
+      return await runSession(entry, sources, { ...ctx, signal: limit.signal, pacer }, log, stats);
     } catch (err) {
       if (!(err instanceof RestartSession)) throw asNbackupError(err);
       if (attempt >= MAX_SESSIONS) throw new NbackupError('network', `gave up after ${attempt} sessions: ${err.message}`);
       log.warn({ reason: err.message, attempt: attempt + 1 }, 'starting a new session from the beginning');
+    } finally {
+      limit.clear();
     }
   }
 }
@@ -85,6 +94,14 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
     },
   );
   pipeline.catch(() => undefined);
+  // Aborted (run limit, stopping daemon): stop producing and close every connection now.
+  const signal = ctx.signal;
+  const onAbort = (): void => {
+    ring.fail(asNbackupError(signal!.reason));
+    primary.destroy();
+  };
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
     const common = { ctx, log, stats, primary, ring, pipeline, trailer: () => trailer };
@@ -110,8 +127,18 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
     // Stop the producer, and wait for it, before the job returns or starts over.
     ring.fail(asNbackupError(err));
     await pipeline.catch(() => undefined);
+    // Aborted, or a back-off cut short by a stopping daemon: the server may drop the session now.
+    const abortReason = signal?.aborted ? signal.reason : ctx.stopping?.aborted && err === ctx.stopping.reason ? err : undefined;
+    if (abortReason !== undefined) {
+      // Whatever broke on the way down, the abort is why.
+      const reason = asNbackupError(abortReason);
+      primary.destroy();
+      await giveUpSession(ctx, log, sessionId, reason.message);
+      throw reason;
+    }
     throw err;
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     primary.destroy();
   }
 }

@@ -1,13 +1,13 @@
-import { loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
+import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
-import { createLogger, flushLogs, type Logger } from '../log/logger.js';
+import { createLogger, flushLogs, reconfigureLogger, type Logger } from '../log/logger.js';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
-import { runBackup } from './backup-job.js';
+import { runBackup, type BackupOutcome } from './backup-job.js';
+import { hookFailure, runHook } from './hooks.js';
 import { NATIVE_PACKAGES, nativeCodecProblem } from './pipeline/codecs.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
-import { runLimit } from './run-limit.js';
 import { Scheduler } from './scheduler.js';
 
 /** What the nbackup-agent command does; cmd/ only parses arguments and calls these. */
@@ -20,7 +20,8 @@ function loadMaterial(config: AgentConfig): TlsMaterial {
   return loadTlsMaterial({ ca: config.tls.ca_cert, cert: config.tls.client_cert, key: config.tls.client_key });
 }
 
-async function setup(configPath: string): Promise<{ config: AgentConfig; material: TlsMaterial; log: Logger }> {
+/** The configuration, certificates and checks a start or a reload must pass, in the same way. */
+async function validated(configPath: string): Promise<{ config: AgentConfig; material: TlsMaterial }> {
   const config = await loadAgentConfig(configPath);
   const material = loadMaterial(config);
   if (material.commonName !== config.agent.name) {
@@ -29,6 +30,18 @@ async function setup(configPath: string): Promise<{ config: AgentConfig; materia
       `agent.name "${config.agent.name}" does not match the CN "${material.commonName}" of ${config.tls.client_cert}; the server would refuse it`,
     );
   }
+  return { config, material };
+}
+
+/** What a run of an entry needs; the daemon swaps it whole on a reload. */
+interface AgentState {
+  config: AgentConfig;
+  material: TlsMaterial;
+  log: Logger;
+}
+
+async function setup(configPath: string): Promise<AgentState> {
+  const { config, material } = await validated(configPath);
   const log = createLogger(config.logging, 'nbackup-agent', configPath);
   warnCodecs(config, log);
   return { config, material, log };
@@ -45,14 +58,38 @@ function warnCodecs(config: AgentConfig, log: Logger): void {
   );
 }
 
-/** Runs one entry under its run limit. */
-async function runEntry(entry: BackupConfig, config: AgentConfig, material: TlsMaterial, log: Logger, progress?: ProgressReporter) {
-  const limit = runLimit(entry.name);
-  try {
-    return await runBackup(entry, { config, material, log, onProgress: progress ? (p) => progress.update(p) : undefined, signal: limit.signal });
-  } finally {
-    limit.clear();
+/**
+ * Runs one entry: its `before` hook (a failure skips the backup), the backup (each attempt under
+ * the entry's run limit, all of it under `signal`), then its `after` hook, which always runs and
+ * hears the outcome in NBACKUP_OUTCOME (success | failure) and NBACKUP_ERROR.
+ */
+async function runEntry(entry: BackupConfig, state: AgentState, o: { progress?: ProgressReporter; signal?: AbortSignal; stopping?: AbortSignal } = {}) {
+  const { config, material } = state;
+  const log = state.log.child({ backup: entry.name });
+  const hookEnv = { NBACKUP_BACKUP: entry.name, NBACKUP_STORAGE: entry.storage, NBACKUP_AGENT: config.agent.name };
+  let failure: NbackupError | null = null;
+  if (entry.before) {
+    const r = await runHook('before', entry.before, { timeoutMs: entry.hook_timeout, log, signal: o.signal, env: { ...hookEnv, NBACKUP_PHASE: 'before' } });
+    const bad = hookFailure('before', r, entry.hook_timeout);
+    if (bad) failure = new NbackupError('hook', `${bad.message}; the backup was not run`);
   }
+  let outcome: BackupOutcome | null = null;
+  if (!failure) {
+    try {
+      outcome = await runBackup(entry, { config, material, log: state.log, onProgress: o.progress ? (p) => o.progress!.update(p) : undefined, signal: o.signal, stopping: o.stopping });
+    } catch (err) {
+      failure = asNbackupError(err);
+    }
+  }
+  if (entry.after) {
+    const env = { ...hookEnv, NBACKUP_PHASE: 'after', NBACKUP_OUTCOME: failure ? 'failure' : 'success', NBACKUP_ERROR: failure?.message ?? '' };
+    const r = await runHook('after', entry.after, { timeoutMs: entry.hook_timeout, log, env });
+    const bad = hookFailure('after', r, entry.hook_timeout);
+    // The backup's own result stands: a committed archive is not undone by a failing clean-up.
+    if (bad) log.error({ err: bad.message, backupOutcome: failure ? 'failure' : 'success' }, 'after hook failed');
+  }
+  if (failure) throw failure;
+  return outcome!;
 }
 
 /** `--once`: every entry (or one) now; 0 only when every one committed, else one stderr line per failure. */
@@ -70,7 +107,7 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
   for (const entry of entries) {
     const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : undefined;
     try {
-      const outcome = await runEntry(entry, config, material, log, progress);
+      const outcome = await runEntry(entry, { config, material, log }, { progress });
       progress?.finish(`committed ${outcome.bytes} bytes`);
     } catch (err) {
       const e = asNbackupError(err);
@@ -84,43 +121,69 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
   return failed === 0 ? 0 : EXIT_BACKUP_FAILED;
 }
 
-/** Daemon: cron schedules, SIGHUP reloads the config, SIGTERM/SIGINT wait for a running backup. */
+/**
+ * Daemon: cron schedules. SIGHUP reloads the configuration (checked exactly as at start-up; a bad
+ * one keeps the old) and applies its logging section, reopening the log file. SIGTERM/SIGINT stop
+ * scheduling and let a running backup finish within daemon.shutdown_grace, then abort it (the
+ * server is told to drop the session); a second signal aborts at once. Exits 0 either way.
+ */
 export async function runDaemon(configPath: string): Promise<number> {
-  let { config, material, log } = await setup(configPath);
-  const scheduler = new Scheduler(config.backups, (entry) => runEntry(entry, config, material, log).then(() => undefined), log);
+  const state = await setup(configPath);
+  const log = state.log;
+  // `stopSignal` fires at the first signal (a retry back-off is not waited out any more), `shutdown`
+  // when the grace is over or at a second signal (the running backup is aborted).
+  const stopSignal = new AbortController();
+  const shutdown = new AbortController();
+  const scheduler = new Scheduler(
+    state.config.backups,
+    (entry) => runEntry(entry, state, { signal: shutdown.signal, stopping: stopSignal.signal }).then(() => undefined),
+    log,
+  );
   // Signals are handled before the daemon says it has started: a SIGTERM right after that line
   // must stop it cleanly, not kill it.
   const stopped = new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) {
-        log.warn({ signal }, 'second signal: exiting without waiting for the running backup');
-        resolve(1);
+        log.warn({ signal, running: scheduler.busy }, 'second signal: aborting the running backup and exiting');
+        shutdown.abort(new NbackupError('aborted', `the daemon was told to stop again (${signal}) before the backup finished`));
         return;
       }
       stopping = true;
-      log.info({ signal, waiting: scheduler.busy }, 'shutting down');
-      void scheduler.stop().then(() => resolve(0));
+      stopSignal.abort(new NbackupError('aborted', `the daemon is stopping (${signal}): a backup waiting to retry is not retried`));
+      const grace = state.config.daemon.shutdown_grace;
+      log.info({ signal, waiting: scheduler.busy, graceS: grace / 1000 }, 'shutting down');
+      const timer = setTimeout(() => {
+        log.warn({ graceS: grace / 1000 }, 'shutdown grace is over: aborting the running backup');
+        shutdown.abort(new NbackupError('aborted', `the daemon is stopping and the backup did not finish within daemon.shutdown_grace (${formatDuration(grace)})`));
+      }, grace);
+      void scheduler.stop().then(() => {
+        clearTimeout(timer);
+        log.info('stopped');
+        resolve(0);
+      });
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
-      loadAgentConfig(configPath)
+      validated(configPath)
         .then((next) => {
-          const nextMaterial = loadMaterial(next);
-          config = next;
-          material = nextMaterial;
-          scheduler.reload(next.backups);
-          warnUnimplemented(next, log);
-          log.info({ backups: next.backups.map((b) => b.name) }, 'configuration reloaded');
+          reconfigureLogger(log, next.config.logging, configPath);
+          state.config = next.config;
+          state.material = next.material;
+          scheduler.reload(next.config.backups);
+          warnUnimplemented(next.config, log);
+          log.info({ backups: next.config.backups.map((b) => b.name), logging: next.config.logging }, 'configuration reloaded');
         })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
     });
   });
-  warnUnimplemented(config, log);
+  warnUnimplemented(state.config, log);
   scheduler.start();
-  log.info({ backups: config.backups.map((b) => b.name), server: config.server.address }, 'daemon started');
-  return stopped;
+  log.info({ backups: state.config.backups.map((b) => b.name), server: state.config.server.address }, 'daemon started');
+  const code = await stopped;
+  await flushLogs(log);
+  return code;
 }
 
 /** Keys the configuration accepts but this version does not act on: said at start-up, never silently. */
@@ -133,10 +196,10 @@ function warnUnimplemented(config: AgentConfig, log: Logger): void {
   }
 }
 
-/** `health HOST:PORT`: 0 when the server is READY. */
-export async function runHealth(address: string, configPath: string): Promise<number> {
+/** `health [HOST:PORT]` (default: server.address of the config): 0 when the server is READY. */
+export async function runHealth(address: string | undefined, configPath: string): Promise<number> {
   const config = await loadAgentConfig(configPath);
-  const target = parseHostPort(address, 1);
+  const target = address === undefined ? config.server : parseHostPort(address, 1);
   if (!target) throw new NbackupError('usage', `"${address}" is not host:port`);
   const pong = await checkHealth(target, loadMaterial(config), config.retry.connect_timeout);
   process.stdout.write(`${describeHealth(pong)}\n`);

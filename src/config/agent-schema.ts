@@ -42,6 +42,14 @@ export function agentConfigSchema(baseDir?: string) {
       exclude: list(nonEmptyStr('a glob pattern'), 'a list of glob patterns').default([]),
       resume: obj({ buffer_size: bufferSize().optional(), chunk_size: chunkSize().optional() }).optional(),
       compression: obj({ format: archiveFormat().optional(), level: compressionLevel().optional() }).optional(),
+      /** Longest one attempt (session) of this entry may run before it is stopped. */
+      run_limit: duration(1000).default(24 * 3600_000),
+      /** Bytes per second on the wire, across all of the entry's streams. */
+      bandwidth_limit: size(16 * 1024).optional(),
+      /** Shell commands run before and after the backup (hooks.ts). */
+      before: nonEmptyStr('a shell command').optional(),
+      after: nonEmptyStr('a shell command').optional(),
+      hook_timeout: duration(1000).default(10 * 60_000),
     },
     'a backup entry (a mapping with name, storage, schedule, sources)',
   );
@@ -87,6 +95,8 @@ export function agentConfigSchema(baseDir?: string) {
     compression: section({ format: archiveFormat().default('gzip'), level: compressionLevel().optional() }),
     logging: loggingSection(baseDir),
     daemon: section({
+      /** On SIGTERM/SIGINT, how long a running backup may go on before it is aborted. */
+      shutdown_grace: duration(0).default(5 * 60_000),
       control_channel: section({
         enabled: bool().default(true),
         keepalive_interval: duration(1).default(30_000),
@@ -148,6 +158,11 @@ export function agentConfigSchema(baseDir?: string) {
         sources: b.sources,
         exclude: b.exclude,
         resume,
+        run_limit: b.run_limit,
+        bandwidth_limit: b.bandwidth_limit,
+        before: b.before,
+        after: b.after,
+        hook_timeout: b.hook_timeout,
         // An entry's own format without its own level takes that format's default level.
         compression: b.compression
           ? compressionOf(

@@ -49,11 +49,56 @@ function openLogFile(file: string, configFile: string): fs.WriteStream {
   return stream;
 }
 
+/**
+ * Where a logger's lines go, switchable while the process runs: a reload (SIGHUP) may change the
+ * format or the file, and reopening the same file is how logrotate's rename is followed.
+ */
+class LogDestination {
+  private target: NodeJS.WritableStream;
+  private file: fs.WriteStream | null;
+
+  constructor(cfg: LoggingConfig, configFile: string) {
+    ({ target: this.target, file: this.file } = LogDestination.open(cfg, configFile));
+  }
+
+  private static open(cfg: LoggingConfig, configFile: string): { target: NodeJS.WritableStream; file: fs.WriteStream | null } {
+    const file = cfg.file ? openLogFile(cfg.file, configFile) : null;
+    const dest = file ?? process.stdout;
+    return { target: cfg.format === 'text' ? textStream(dest) : dest, file };
+  }
+
+  write(chunk: string): boolean {
+    return this.target.write(chunk);
+  }
+
+  /** Opens the new destination first (a bad one throws and changes nothing), then closes the old file. */
+  switchTo(cfg: LoggingConfig, configFile: string): void {
+    const next = LogDestination.open(cfg, configFile);
+    const old = this.file;
+    ({ target: this.target, file: this.file } = next);
+    old?.end();
+  }
+}
+
+const destinations = new WeakMap<Logger, LogDestination>();
+
 /** A pino logger for `cfg`; `configFile` names where `cfg` came from in an error. */
 export function createLogger(cfg: LoggingConfig, name: string, configFile = 'configuration'): Logger {
-  const dest = cfg.file ? openLogFile(cfg.file, configFile) : process.stdout;
-  const stream = cfg.format === 'text' ? textStream(dest) : dest;
-  return pino({ name, level: cfg.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.epochTime }, stream);
+  const dest = new LogDestination(cfg, configFile);
+  const log = pino({ name, level: cfg.level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.epochTime }, dest);
+  destinations.set(log, dest);
+  return log;
+}
+
+/**
+ * Applies a reloaded `logging` section to a running logger (and every child made from it): level,
+ * format and file; the file is opened anew even when its name is the same (log rotation).
+ */
+export function reconfigureLogger(log: Logger, cfg: LoggingConfig, configFile: string): void {
+  const dest = destinations.get(log);
+  if (!dest) throw new NbackupError('internal', 'logger was not made by createLogger');
+  dest.switchTo(cfg, configFile);
+  log.level = cfg.level;
 }
 
 /** Resolves once everything logged so far is handed to the destination. */

@@ -35,6 +35,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
     await registry.discard(session, 'checksum mismatch');
     return;
   }
+  session.committing = true;
   try {
     const tempPath = session.temp.path;
     const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize);

@@ -8,6 +8,7 @@ import type { Logger } from '../log/logger.js';
 import { FrameSocket } from '../net/frame-socket.js';
 import { loadTlsMaterial, serverTlsOptions } from '../tls/material.js';
 import { adoptSessions } from './adoption.js';
+import { serveAbort } from './connections/abort.js';
 import { serveBackup } from './connections/backup.js';
 import { serveHealth } from './connections/health.js';
 import { serveJoin } from './connections/join.js';
@@ -117,6 +118,8 @@ export class BackupServer {
         return serveJoin(this.ctx, conn, hello.value);
       case 'PING':
         return serveHealth(this.ctx, conn);
+      case 'ABRT':
+        return serveAbort(this.ctx, conn, hello.value);
       default:
         throw new NbackupError('protocol', `connection kind ${hello.kind} is not served by this server version`);
     }

@@ -30,6 +30,8 @@ interface SessionBase {
   resumes: number;
   /** Committed or discarded: nothing may touch the temporary file any more. */
   closed: boolean;
+  /** The commit (fsync, rename) is under way: too late for the agent to give the session up. */
+  committing: boolean;
 }
 
 export interface SingleSession extends SessionBase {
@@ -92,5 +94,6 @@ function base(who: SessionIdentity): SessionBase {
     link: new ConnectionSlot(),
     resumes: 0,
     closed: false,
+    committing: false,
   };
 }

@@ -24,6 +24,11 @@ function entry(name: string, schedule: string): BackupConfig {
     exclude: [],
     resume: { buffer_size: 1 << 20, chunk_size: 1 << 20 },
     compression: { format: 'gzip', level: 1 },
+    run_limit: 3600_000,
+    bandwidth_limit: undefined,
+    before: undefined,
+    after: undefined,
+    hook_timeout: 60_000,
   };
 }
 

@@ -54,6 +54,7 @@ test('agent defaults are applied', () => {
   assert.deepEqual(c.compression, { format: 'gzip', level: 2 });
   assert.deepEqual(c.logging, { level: 'info', format: 'json', file: '' });
   assert.deepEqual(c.daemon, {
+    shutdown_grace: 300_000,
     control_channel: { enabled: true, keepalive_interval: 30_000, reconnect_delay: 5000, max_reconnect_delay: 300_000 },
   });
 });

@@ -32,6 +32,11 @@ interface ExpectedAgent {
     sources: { path: string }[];
     exclude: string[];
     resume: { buffer_size: number; chunk_size: number };
+    run_limit: number;
+    bandwidth_limit: number | undefined;
+    before: string | undefined;
+    after: string | undefined;
+    hook_timeout: number;
     compression: { format: 'gzip' | 'zstd'; level: number };
   }[];
   retry: { max_attempts: number; initial_delay: number; max_delay: number; read_timeout: number; connect_timeout: number };
@@ -39,6 +44,7 @@ interface ExpectedAgent {
   compression: { format: 'gzip' | 'zstd'; level: number };
   logging: ExpectedLogging;
   daemon: {
+    shutdown_grace: number;
     control_channel: { enabled: boolean; keepalive_interval: number; reconnect_delay: number; max_reconnect_delay: number };
   };
 }
@@ -86,6 +92,11 @@ test('at run time the parsed example configs carry exactly the keys and value ty
         sources: [{ path: '' }],
         exclude: [''],
         resume: { buffer_size: 1, chunk_size: 1 },
+        run_limit: 1,
+        bandwidth_limit: 1,
+        before: '',
+        after: '',
+        hook_timeout: 1,
         compression: { format: 'gzip', level: 1 },
       },
     ],
@@ -93,7 +104,7 @@ test('at run time the parsed example configs carry exactly the keys and value ty
     resume: { buffer_size: 1, chunk_size: 1 },
     compression: { format: 'gzip', level: 1 },
     logging,
-    daemon: { control_channel: { enabled: true, keepalive_interval: 1, reconnect_delay: 1, max_reconnect_delay: 1 } },
+    daemon: { shutdown_grace: 1, control_channel: { enabled: true, keepalive_interval: 1, reconnect_delay: 1, max_reconnect_delay: 1 } },
   };
   const serverShape: ExpectedServer = {
     server: { listen: '', host: '', port: 1, handshake_timeout: 1, session_ttl: 1, idle_timeout: 1 },

@@ -1,18 +1,24 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
+  AbortStatus,
   AckStatus,
   FinalStatus,
   ProtocolError,
   RESUME_ACK_COMMITTED_SIZE,
   ResumeStatus,
+  decodeAbortAck,
   decodeAck,
+  decodeClientHello,
   decodeHandshake,
+  decodeSessionAbort,
+  encodeAbortAck,
   decodeResumeAck,
   encodeAck,
   encodeFinalAck,
   encodeHandshake,
   encodeResumeAck,
+  encodeSessionAbort,
   finalAckDecoder,
   serverDataMessageDecoder,
   speaksReasons,
@@ -60,7 +66,7 @@ test('ACK STORAGE_UNAVAILABLE is status 5 with its message', () => {
 });
 
 test('a version-3 handshake ends with the format line; version 2 has none and means gzip', () => {
-  const v3 = encodeHandshake({ agent: 'web', storage: 'st', backup: 'app', format: 'zstd' });
+  const v3 = encodeHandshake({ version: 3, agent: 'web', storage: 'st', backup: 'app', format: 'zstd' });
   assert.deepEqual(v3, Buffer.concat([hex('4e424b50 03'), Buffer.from('web\nst\napp\nzstd\n')]));
   assert.deepEqual(decodeHandshake(v3), { value: { version: 3, agent: 'web', storage: 'st', backup: 'app', format: 'zstd' }, size: v3.length });
   assert.equal(decodeHandshake(v3.subarray(0, v3.length - 1)), null, 'the format line is awaited');
@@ -70,4 +76,15 @@ test('a version-3 handshake ends with the format line; version 2 has none and me
   // A version from the future is read in its version-2 shape, so the server can refuse it by name.
   const v9 = Buffer.concat([hex('4e424b50 09'), Buffer.from('web\nst\napp\n')]);
   assert.deepEqual(decodeHandshake(v9)?.value, { version: 9, agent: 'web', storage: 'st', backup: 'app' });
+});
+
+test('version 4: ABRT gives a session up; the AbortACK says whether it was discarded, unknown or already committed', () => {
+  const abort = encodeSessionAbort({ sessionId: 'abc', reason: 'daemon stopping' });
+  assert.deepEqual(abort, Buffer.concat([hex('41425254 04'), Buffer.from('abc\ndaemon stopping\n')]));
+  assert.deepEqual(decodeClientHello(abort), { value: { kind: 'ABRT', value: { version: 4, sessionId: 'abc', reason: 'daemon stopping' } }, size: abort.length });
+  assert.equal(decodeSessionAbort(abort.subarray(0, abort.length - 1)), null, 'the reason line is awaited');
+  for (const status of [AbortStatus.DISCARDED, AbortStatus.NOT_FOUND, AbortStatus.COMMITTED]) {
+    assert.deepEqual(decodeAbortAck(encodeAbortAck({ status })), { value: { status }, size: 1 });
+  }
+  assert.throws(() => decodeAbortAck(Buffer.of(7)), (e: unknown) => e instanceof ProtocolError);
 });

@@ -2,7 +2,7 @@ import tls from 'node:tls';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import { clientTlsOptions, type TlsMaterial } from '../../tls/material.js';
-import type { BackupContext, RunStats } from './context.js';
+import { backoffSignal, type BackupContext, type RunStats } from './context.js';
 import { isRetryable, sleep, type RetryBudget } from './retry.js';
 
 /** Opens an mTLS 1.3 connection to the server, failing with a message an operator can act on. */
@@ -44,7 +44,7 @@ export async function connectWithRetry(ctx: BackupContext, log: Logger, stats: R
       if (!isRetryable(err) || delay === null) throw err;
       log.warn({ err: errorMessage(err), attempt: budget.failures, delayMs: delay }, 'connection failed; retrying');
       stats.reconnects++;
-      await sleep(delay, ctx.signal);
+      await sleep(delay, backoffSignal(ctx));
     }
   }
 }

@@ -3,11 +3,11 @@ import { CHUNK_HEADER_SIZE, ParallelStatus, statusName } from '../../../protocol
 import { decodeChunkSack, decodeParallelAck, encodeChunkHeader, encodeParallelJoin } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
-import { FrameSocket, writeWithBackpressure } from '../../net/frame-socket.js';
+import { FrameSocket } from '../../net/frame-socket.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import type { Chunk, ChunkDispatcher, Sent } from './chunk-dispatcher.js';
 import { connectServer } from './connect.js';
-import { NO_DEADLINE_MS, SEND_SLICE, type BackupContext, type RunStats } from './context.js';
+import { NO_DEADLINE_MS, backoffSignal, sendSlice, sliceSize, type BackupContext, type RunStats } from './context.js';
 import { LinkWatchdog } from './link-watchdog.js';
 import { RestartSession, backoff, isRetryable, sleep } from './retry.js';
 
@@ -62,7 +62,7 @@ export class DataStream {
     for (;;) {
       if (broken) {
         if (failedJoins >= REJOIN_ATTEMPTS) return this.die(failedJoins);
-        await sleep(backoff(ctx.config.retry, failedJoins + 1), ctx.signal);
+        await sleep(backoff(ctx.config.retry, failedJoins + 1), backoffSignal(ctx));
         stats.reconnects++;
         this.env.progress();
       }
@@ -243,11 +243,10 @@ export class DataStream {
       this.offset = sent.end;
       socket.write(encodeChunkHeader({ globalSeq: chunk.seq, length: chunk.length }));
       for (let off = 0; off < chunk.length; ) {
-        const view = ring.read(chunk.start + off, Math.min(SEND_SLICE, chunk.length - off));
+        const view = ring.read(chunk.start + off, Math.min(sliceSize(this.env.ctx), chunk.length - off));
         off += view.length;
         stats.bytesSent += view.length;
-        const wait = writeWithBackpressure(socket, view);
-        if (wait) await wait;
+        await sendSlice(this.env.ctx, socket, view);
       }
       stats.highWater = Math.max(stats.highWater, chunk.start + chunk.length);
       this.env.progress();

@@ -5,7 +5,7 @@ import type { Logger } from '../../log/logger.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import { AutoScaler } from './autoscaler.js';
 import { ChunkDispatcher } from './chunk-dispatcher.js';
-import { NO_DEADLINE_MS, reportProgress, type BackupContext, type RunStats } from './context.js';
+import { NO_DEADLINE_MS, backoffSignal, reportProgress, type BackupContext, type RunStats } from './context.js';
 import { DataStream, REJOIN_ATTEMPTS, type StreamEnv } from './data-stream.js';
 import { committedAnswer, failureOf } from './final-answer.js';
 import type { PrimaryConnection } from './primary.js';
@@ -122,7 +122,7 @@ async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doo
       if (delay === null) throw new NbackupError('network', `primary connection lost ${budget.failures} times, giving up: ${errorMessage(err)}`);
       log.warn({ session: primary.sessionId, err: errorMessage(err), attempt: budget.failures }, 'primary connection lost; re-attaching');
       primary.destroy();
-      await sleep(delay, ctx.signal);
+      await sleep(delay, backoffSignal(ctx));
       const found = await primary.reattach(budget);
       if ('committed' in found) {
         log.info({ session: primary.sessionId, bytes: found.committed.size }, 'session was already committed (its Final ACK was lost)');

@@ -2,9 +2,8 @@ import { PROTOCOL_VERSION, TRAILER_SIZE } from '../../../protocol/constants.js';
 import { serverDataMessageDecoder, type FinalAck } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
-import { writeWithBackpressure } from '../../net/frame-socket.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
-import { NO_DEADLINE_MS, SEND_SLICE, reportProgress, type BackupContext, type RunStats } from './context.js';
+import { NO_DEADLINE_MS, backoffSignal, reportProgress, sendSlice, sliceSize, type BackupContext, type RunStats } from './context.js';
 import { committedAnswer } from './final-answer.js';
 import { LinkWatchdog } from './link-watchdog.js';
 import type { PrimaryConnection } from './primary.js';
@@ -46,7 +45,7 @@ export async function sendSingle(s: SingleSend): Promise<FinalAck> {
         throw new NbackupError('network', `connection lost ${s.budget.failures} times, giving up: ${errorMessage(err)}`);
       }
       log.warn({ session: primary.sessionId, err: errorMessage(err), attempt: s.budget.failures, delayMs: delay, acked: ring.tail }, 'connection lost; resuming');
-      await sleep(delay, s.ctx.signal);
+      await sleep(delay, backoffSignal(s.ctx));
       const found = await primary.reattach(s.budget);
       if ('committed' in found) {
         log.info({ session: primary.sessionId, bytes: found.committed.size }, 'session was already committed (its Final ACK was lost)');
@@ -115,12 +114,11 @@ async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
       await ring.waitForData(sent);
       if (over || socket.destroyed) throw new NbackupError('network', 'connection closed while sending');
       if (sent >= ring.head && ring.ended) break;
-      const view = ring.read(sent, SEND_SLICE);
+      const view = ring.read(sent, sliceSize(ctx));
       sent += view.length;
       stats.bytesSent += view.length;
       if (sent > stats.highWater) stats.highWater = sent;
-      const wait = writeWithBackpressure(socket, view);
-      if (wait) await wait;
+      await sendSlice(ctx, socket, view);
       reportProgress(ctx, stats, ring);
     }
     await s.pipeline;
