@@ -22,6 +22,11 @@ export function speaksReasons(version: number): boolean {
   return version >= 0x03;
 }
 
+/** Version 4 knows ACK WAIT (admission) and ABRT; a server tells older peers BUSY instead. */
+export function speaksAdmission(version: number): boolean {
+  return version >= 0x04;
+}
+
 /** Most content bytes a line may carry, not counting its `\n`. A 513th byte without `\n` is an error. */
 export const MAX_LINE_BYTES = 512;
 
@@ -60,7 +65,8 @@ export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL', 'ABRT']
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
 
 /** ACK of the NBKP handshake. STORAGE_UNAVAILABLE: version 3. */
-export const AckStatus = { GO: 0, FULL: 1, BUSY: 2, REJECT: 3, STORAGE_NOT_FOUND: 4, STORAGE_UNAVAILABLE: 5 } as const;
+/** ACK status. STORAGE_UNAVAILABLE: version 3. WAIT (at max_concurrent_sessions; retry when admitted): version 4. */
+export const AckStatus = { GO: 0, FULL: 1, BUSY: 2, REJECT: 3, STORAGE_NOT_FOUND: 4, STORAGE_UNAVAILABLE: 5, WAIT: 6 } as const;
 export type AckStatus = (typeof AckStatus)[keyof typeof AckStatus];
 
 /** Final ACK after the trailer (or ending a session early). NO_SPACE: version 3. */

@@ -9,7 +9,7 @@ import { checkSources } from './pipeline/scanner.js';
 import { newRunStats, reportProgress, type BackupContext, type RunStats } from './session/context.js';
 import { runParallel } from './session/parallel-runner.js';
 import { failureOf } from './session/final-answer.js';
-import { PrimaryConnection } from './session/primary.js';
+import { openAdmitted } from './session/admission-wait.js';
 import { RestartSession, RetryBudget } from './session/retry.js';
 import { sendSingle } from './session/single-sender.js';
 import { giveUpSession } from './session/give-up.js';
@@ -64,7 +64,7 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
   // Before any connection: a format this agent cannot write fails the entry with nothing opened.
   const codec = codecFor(entry.compression.format, entry.compression.level);
   const budget = new RetryBudget(ctx.config.retry);
-  const primary = await PrimaryConnection.open(ctx, entry, log, stats, budget);
+  const primary = await openAdmitted(ctx, entry, log, stats, budget);
   const sessionId = primary.sessionId;
   log.info(
     { session: sessionId, sources, exclude: entry.exclude, format: codec.format, engine: codec.engine, level: entry.compression.level },

@@ -9,6 +9,7 @@ import { NATIVE_PACKAGES, nativeCodecProblem } from './pipeline/codecs.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
 import { Scheduler } from './scheduler.js';
+import { ControlClient } from './control/control-client.js';
 
 /** What the nbackup-agent command does; cmd/ only parses arguments and calls these. */
 
@@ -38,6 +39,18 @@ interface AgentState {
   config: AgentConfig;
   material: TlsMaterial;
   log: Logger;
+  control?: ControlClient;
+}
+
+/** How long --once waits for its control channel before it starts anyway. */
+const CONTROL_UP_WAIT_MS = 3000;
+
+/** The control channel, when the configuration asks for one (started). */
+function startControl(state: AgentState): ControlClient | undefined {
+  if (!state.config.daemon.control_channel.enabled) return undefined;
+  const control = new ControlClient(state.config, state.material, state.log.child({ channel: 'control' }));
+  control.start();
+  return control;
 }
 
 async function setup(configPath: string): Promise<AgentState> {
@@ -76,7 +89,15 @@ async function runEntry(entry: BackupConfig, state: AgentState, o: { progress?: 
   let outcome: BackupOutcome | null = null;
   if (!failure) {
     try {
-      outcome = await runBackup(entry, { config, material, log: state.log, onProgress: o.progress ? (p) => o.progress!.update(p) : undefined, signal: o.signal, stopping: o.stopping });
+      outcome = await runBackup(entry, {
+        config,
+        material,
+        log: state.log,
+        onProgress: o.progress ? (p) => o.progress!.update(p) : undefined,
+        signal: o.signal,
+        stopping: o.stopping,
+        control: state.control,
+      });
     } catch (err) {
       failure = asNbackupError(err);
     }
@@ -103,11 +124,15 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
       throw new NbackupError('usage', `no backup entry named "${opts.backup}" in ${configPath} (entries: ${names})`);
     }
   }
+  const state: AgentState = { config, material, log };
+  state.control = startControl(state);
+  // Admission (CDFE/CADM) needs the server to know the channel before the first handshake.
+  if (state.control && !(await state.control.waitUntilUp(CONTROL_UP_WAIT_MS))) log.warn('control channel not up; going on without it');
   let failed = 0;
   for (const entry of entries) {
     const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : undefined;
     try {
-      const outcome = await runEntry(entry, { config, material, log }, { progress });
+      const outcome = await runEntry(entry, state, { progress });
       progress?.finish(`committed ${outcome.bytes} bytes`);
     } catch (err) {
       const e = asNbackupError(err);
@@ -117,6 +142,7 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
       log.error({ backup: entry.name, kind: e.kind, err: e.message }, 'backup failed');
     }
   }
+  await state.control?.stop();
   await flushLogs(log);
   return failed === 0 ? 0 : EXIT_BACKUP_FAILED;
 }
@@ -169,31 +195,25 @@ export async function runDaemon(configPath: string): Promise<number> {
       validated(configPath)
         .then((next) => {
           reconfigureLogger(log, next.config.logging, configPath);
+          const old = state.control;
           state.config = next.config;
           state.material = next.material;
+          // A new channel with the new settings; a backup running keeps the one it started with.
+          state.control = startControl(state);
+          void old?.stop();
           scheduler.reload(next.config.backups);
-          warnUnimplemented(next.config, log);
           log.info({ backups: next.config.backups.map((b) => b.name), logging: next.config.logging }, 'configuration reloaded');
         })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
     });
   });
-  warnUnimplemented(state.config, log);
+  state.control = startControl(state);
   scheduler.start();
   log.info({ backups: state.config.backups.map((b) => b.name), server: state.config.server.address }, 'daemon started');
   const code = await stopped;
+  await state.control?.stop();
   await flushLogs(log);
   return code;
-}
-
-/** Keys the configuration accepts but this version does not act on: said at start-up, never silently. */
-function warnUnimplemented(config: AgentConfig, log: Logger): void {
-  if (config.daemon.control_channel.enabled) {
-    log.warn(
-      { key: 'daemon.control_channel.enabled' },
-      'the control channel is not implemented in this version; the daemon runs without one (set daemon.control_channel.enabled: false to silence this)',
-    );
-  }
 }
 
 /** `health [HOST:PORT]` (default: server.address of the config): 0 when the server is READY. */

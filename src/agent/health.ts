@@ -2,7 +2,7 @@ import { HealthStatus, statusName } from '../../protocol/constants.js';
 import { decodeHealthPong, encodeHealthPing, type HealthPong } from '../../protocol/frames.js';
 import { FrameSocket } from '../net/frame-socket.js';
 import type { TlsMaterial } from '../tls/material.js';
-import { connectServer } from './session/connect.js';
+import { connectServer } from '../net/connect-server.js';
 
 /** `PING` over mTLS: the server's readiness and the free space on its storage disks. */
 export async function checkHealth(server: { host: string; port: number }, material: TlsMaterial, timeoutMs: number): Promise<HealthPong> {

@@ -1,7 +1,7 @@
 /** The server.yaml schema; same rules as agent-schema.ts. */
 import { z } from 'zod';
 import { nameProblem } from '../../protocol/names.js';
-import { duration, hostPort, int, loggingSection, missing, obj, pathLeaf, size, wrong } from './leaves.js';
+import { bool, duration, hostPort, int, loggingSection, missing, obj, pathLeaf, section, size, wrong } from './leaves.js';
 import { GB, MB } from './units.js';
 
 /** The server.yaml schema; relative paths resolve against `baseDir` (see agentConfigSchema). */
@@ -56,6 +56,13 @@ export function serverConfigSchema(baseDir?: string) {
       handshake_timeout: duration(1).default(10_000),
       session_ttl: duration(1).default(60 * 60_000),
       idle_timeout: duration(1).default(60_000),
+      max_concurrent_sessions: int(0).default(0),
+      flow_rotation: section({
+        enabled: bool().default(false),
+        /** A parallel stream slower than this (bytes/s) over a whole window is rotated. */
+        min_throughput: size(1).default(MB),
+        window: duration(100).default(60_000),
+      }),
     }).transform((s) => ({
       listen: s.listen.address,
       host: s.listen.host,
@@ -63,6 +70,8 @@ export function serverConfigSchema(baseDir?: string) {
       handshake_timeout: s.handshake_timeout,
       session_ttl: s.session_ttl,
       idle_timeout: s.idle_timeout,
+      max_concurrent_sessions: s.max_concurrent_sessions,
+      flow_rotation: s.flow_rotation,
     })),
     tls: obj({
       ca_cert: pathLeaf(baseDir, 'a path to a PEM file'),

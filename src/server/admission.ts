@@ -13,7 +13,8 @@ import type { Storage } from './storage.js';
  * Who may start a backup, checked in this order: a protocol version we speak, names that are safe
  * path components, an agent name equal to the certificate's CN, an archive format we write
  * (gzip, or zstd from version 3), a configured storage, free space
- * above the storage's reserve, and no running backup of the same agent/storage/backup.
+ * above the storage's reserve, no running backup of the same agent/storage/backup, and a free
+ * slot under max_concurrent_sessions (control/admission-gate.ts).
  */
 export type Admission =
   | { ok: true; storage: Storage; claim: Claim; format: ArchiveFormat }
@@ -50,6 +51,10 @@ export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Hands
   const key = sessionKey(hs.agent, hs.storage, hs.backup);
   const claim = await ctx.registry.claim(key);
   if (!claim) return refuse(AckStatus.BUSY, `a backup of ${key} is already running`);
+  if (!ctx.gate.tryEnter(hs.agent, key)) {
+    claim.release();
+    return refuse(AckStatus.WAIT, `the server is receiving ${ctx.gate.inUse} backups, its max_concurrent_sessions; wait for admission`);
+  }
   return { ok: true, storage, claim, format };
 }
 

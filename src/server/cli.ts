@@ -3,7 +3,7 @@ import { errorMessage } from '../errors.js';
 import { createLogger } from '../log/logger.js';
 import { BackupServer } from './server.js';
 
-/** What the nbackup-server command does: listen until SIGTERM/SIGINT. */
+/** What the nbackup-server command does: listen until SIGTERM/SIGINT; SIGUSR2 asks for a stream rotation. */
 export async function runServer(configPath: string): Promise<void> {
   const config = await loadServerConfig(configPath);
   const log = createLogger(config.logging, 'nbackup-server', configPath);
@@ -23,5 +23,7 @@ export async function runServer(configPath: string): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // By hand: one stream rotation in each parallel session whose agent has a control channel.
+  process.on('SIGUSR2', () => log.info({ sessions: server.rotator.rotateNow() }, 'stream rotation requested (SIGUSR2)'));
   await server.start();
 }

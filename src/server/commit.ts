@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { FinalStatus, speaksReasons } from '../../protocol/constants.js';
+import { AbortReason, FinalStatus, speaksReasons } from '../../protocol/constants.js';
 import { encodeFinalAck } from '../../protocol/frames.js';
 import { errorMessage } from '../errors.js';
 import type { Connection, ServerContext } from './context.js';
@@ -25,7 +25,11 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
   if ('failed' in result) {
     const noSpace = result.failed instanceof NoSpaceError;
     answerFailure(session, conn, noSpace ? FinalStatus.NO_SPACE : FinalStatus.WRITE_ERROR, result.failed.message);
-    if (noSpace) log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
+    if (noSpace) {
+      log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
+      // Its control channel hears it too (CABT), whatever state its data connections are in.
+      ctx.control.send(session.agent, { type: 'abort', reason: AbortReason.DISK_FULL });
+    }
     await registry.discard(session, noSpace ? result.failed.message : `write error: ${result.failed.message}`);
     return;
   }
@@ -69,6 +73,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
       },
       'session committed',
     );
+    ctx.gate.leave(session.key);
   } catch (err) {
     answerFailure(session, conn, FinalStatus.WRITE_ERROR, `commit failed: ${errorMessage(err)}`);
     await registry.discard(session, `commit failed: ${errorMessage(err)}`);

@@ -2,6 +2,8 @@ import type tls from 'node:tls';
 import type { ServerConfig } from '../config/index.js';
 import type { Logger } from '../log/logger.js';
 import type { FrameSocket } from '../net/frame-socket.js';
+import type { AdmissionGate } from './control/admission-gate.js';
+import type { ControlHub } from './control/control-hub.js';
 import type { SessionRegistry } from './registry.js';
 import type { Storage } from './storage.js';
 
@@ -11,6 +13,10 @@ export interface ServerContext {
   readonly log: Logger;
   readonly storages: ReadonlyMap<string, Storage>;
   readonly registry: SessionRegistry;
+  /** The agents' control channels. */
+  readonly control: ControlHub;
+  /** max_concurrent_sessions. */
+  readonly gate: AdmissionGate;
 }
 
 /** One accepted connection, after its first frame was read. */

@@ -28,6 +28,9 @@ export class SessionRegistry {
   private readonly ttlTimers = new Map<Session, NodeJS.Timeout>();
   private readonly committedById = new Map<string, CommittedSession>();
 
+  /** Told when a session stops holding an admission slot (discarded, or its connection lost). */
+  onRelease: (key: string) => void = () => undefined;
+
   constructor(
     private readonly log: Logger,
     private readonly ttlMs: number,
@@ -56,6 +59,11 @@ export class SessionRegistry {
     this.byIdMap.set(session.id, session);
   }
 
+  /** The live sessions (not committed, not discarded). */
+  live(): Session[] {
+    return [...this.byIdMap.values()].filter((s) => !s.closed);
+  }
+
   byId(id: string): Session | undefined {
     return this.byIdMap.get(id);
   }
@@ -75,6 +83,7 @@ export class SessionRegistry {
       'connection lost; session kept for resume',
     );
     this.keepFor(session, this.ttlMs);
+    this.onRelease(session.key);
   }
 
   private keepFor(session: Session, ms: number): void {
@@ -131,6 +140,7 @@ export class SessionRegistry {
     }
     await session.storage.removeTemp(session.temp);
     this.log.warn({ ...sessionContext(session), reason }, 'session discarded');
+    this.onRelease(session.key);
   }
 
   private clearTtl(session: Session): void {

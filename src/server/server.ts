@@ -10,10 +10,14 @@ import { loadTlsMaterial, serverTlsOptions } from '../tls/material.js';
 import { adoptSessions } from './adoption.js';
 import { serveAbort } from './connections/abort.js';
 import { serveBackup } from './connections/backup.js';
+import { serveControl } from './connections/control.js';
 import { serveHealth } from './connections/health.js';
 import { serveJoin } from './connections/join.js';
 import { serveResume } from './connections/resume.js';
 import type { Connection, ServerContext } from './context.js';
+import { AdmissionGate } from './control/admission-gate.js';
+import { ControlHub } from './control/control-hub.js';
+import { FlowRotator } from './control/flow-rotator.js';
 import { SessionRegistry } from './registry.js';
 import { Storage } from './storage.js';
 
@@ -29,12 +33,20 @@ export class BackupServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   /** The handlers of open connections, so that stop() can let them finish. */
   private readonly serving = new Set<Promise<void>>();
+  /** Flow rotation of parallel streams (server.flow_rotation; rotateNow by hand). */
+  readonly rotator: FlowRotator;
 
   constructor(config: ServerConfig, log: Logger) {
     const material = loadTlsMaterial({ ca: config.tls.ca_cert, cert: config.tls.server_cert, key: config.tls.server_key });
     const storages = new Map<string, Storage>();
     for (const [name, sc] of Object.entries(config.storages)) storages.set(name, new Storage(name, sc));
-    this.ctx = { config, log, storages, registry: new SessionRegistry(log, config.server.session_ttl) };
+    const registry = new SessionRegistry(log, config.server.session_ttl);
+    const control = new ControlHub(log);
+    const gate = new AdmissionGate(config.server.max_concurrent_sessions, control, log);
+    // A session that is discarded or loses its connection no longer holds an admission slot.
+    registry.onRelease = (key) => gate.leave(key);
+    this.ctx = { config, log, storages, registry, control, gate };
+    this.rotator = new FlowRotator(config.server.flow_rotation, registry, control, log);
     this.server = tls.createServer({
       ...serverTlsOptions(material),
       allowHalfOpen: true,
@@ -71,6 +83,7 @@ export class BackupServer {
       });
     });
     const bound = (this.server.address() as AddressInfo).port;
+    this.rotator.start();
     log.info({ host, port: bound, storages: [...storages.keys()] }, 'listening');
     return bound;
   }
@@ -81,6 +94,7 @@ export class BackupServer {
    * they were doing, so that a commit under way completes.
    */
   async stop(graceMs = 10_000): Promise<void> {
+    this.rotator.stop();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     let timer: NodeJS.Timeout | undefined;
@@ -120,8 +134,8 @@ export class BackupServer {
         return serveHealth(this.ctx, conn);
       case 'ABRT':
         return serveAbort(this.ctx, conn, hello.value);
-      default:
-        throw new NbackupError('protocol', `connection kind ${hello.kind} is not served by this server version`);
+      case 'CTRL':
+        return serveControl(this.ctx, conn, hello.value);
     }
   }
 }

@@ -164,6 +164,8 @@ test('server defaults and host:port forms', () => {
     handshake_timeout: 10_000,
     session_ttl: 3_600_000,
     idle_timeout: 60_000,
+    max_concurrent_sessions: 0,
+    flow_rotation: { enabled: false, min_throughput: MB, window: 60_000 },
   });
   assert.deepEqual(c.storages.scripts, {
     base_dir: '/var/backups/scripts',

@@ -73,6 +73,8 @@ export interface Proxy {
   waitFor(pred: (p: Proxy) => boolean, timeoutMs?: number, what?: string): Promise<void>;
   /** Resolves once at least n connections have been accepted. */
   waitForConnections(n: number, timeoutMs?: number): Promise<void>;
+  /** Resets (RST) both sides of connection `index` now, whatever its plan. */
+  reset(index: number): void;
   /** Destroys every socket (stalled ones included) and stops listening. */
   close(): Promise<void>;
 }
@@ -97,6 +99,7 @@ class FaultProxy implements Proxy {
   private totalS2C = 0;
   private closed = false;
   private closing: Promise<void> | undefined;
+  private readonly cutters = new Map<number, () => void>();
 
   constructor(private readonly opts: ProxyOptions) {
     this.queue = [...(opts.plan ?? [])];
@@ -138,6 +141,10 @@ class FaultProxy implements Proxy {
 
   waitFor(pred: (p: Proxy) => boolean, timeoutMs = 5000, what = 'proxy condition'): Promise<void> {
     return waitUntil(() => pred(this), timeoutMs, what, () => `connections=${this.connections} c2s=${this.totalC2S} s2c=${this.totalS2C} states=[${this.infos.map((i) => i.state).join(',')}]`);
+  }
+
+  reset(index: number): void {
+    this.cutters.get(index)?.();
   }
 
   waitForConnections(n: number, timeoutMs = 5000): Promise<void> {
@@ -188,6 +195,11 @@ class FaultProxy implements Proxy {
 
     const upstream = net.connect({ host: this.opts.target.host, port: this.opts.target.port, allowHalfOpen: true });
     this.track(upstream);
+    this.cutters.set(info.index, () => {
+      info.state = 'reset';
+      kill(client, true);
+      kill(upstream, true);
+    });
     const live = () => info.state === 'open';
 
     const doReset = () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EXIT_CODES } from '../../src/exit-codes.js';
 import { makePki, type Pki } from '../helpers/pki.js';
-import { AGENT_BIN, REPO_ROOT, SERVER_BIN, runAgent, spawnLogged, writeYaml, type AgentResult } from '../helpers/proc.js';
+import { REPO_ROOT, SERVER_BIN, runAgent, writeYaml, type AgentResult } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { agentConfigObject } from './harness.js';
 
@@ -112,21 +112,5 @@ describe('CLI errors and exit status', () => {
     const health = await runAgent(['health', `127.0.0.1:${port}`, '--config', ok]);
     assert.equal(health.code, 4, show(health));
     assertOneLine(health, 'nbackup-agent', /cannot connect to 127\.0\.0\.1:\d+: .*ECONNREFUSED/);
-  });
-
-  it('the daemon says at start-up that the control channel it was asked for is not implemented', async () => {
-    const yaml = join(dir, 'agent-daemon.yaml');
-    const cfg = agentConfigObject(pki, 'agent-a', 1, [{ name: 'a', storage: 's', sources: [dir] }]);
-    await writeYaml(yaml, { ...cfg, daemon: { control_channel: { enabled: true } } });
-    const daemon = spawnLogged(process.execPath, [AGENT_BIN, '--config', yaml]);
-    try {
-      const warning = await daemon.waitForLog((l) => l.key === 'daemon.control_channel.enabled', 10_000);
-      assert.equal(warning.level, 40);
-      assert.match(String(warning.msg), /not implemented/);
-      await daemon.waitForLog((l) => l.msg === 'daemon started', 10_000);
-    } finally {
-      await daemon.stop();
-    }
-    assert.equal(daemon.proc.exitCode, 0, daemon.output().join('\n'));
   });
 });

@@ -1,38 +1,9 @@
-import tls from 'node:tls';
-import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
+import type tls from 'node:tls';
+import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
-import { clientTlsOptions, type TlsMaterial } from '../../tls/material.js';
+import { connectServer } from '../../net/connect-server.js';
 import { backoffSignal, type BackupContext, type RunStats } from './context.js';
 import { isRetryable, sleep, type RetryBudget } from './retry.js';
-
-/** Opens an mTLS 1.3 connection to the server, failing with a message an operator can act on. */
-export function connectServer(server: { host: string; port: number }, material: TlsMaterial, timeoutMs: number): Promise<tls.TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ ...clientTlsOptions(material, server.host), port: server.port });
-    const where = `${server.host}:${server.port}`;
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new NbackupError('timeout', `connecting to ${where} timed out after ${Math.round(timeoutMs / 1000)}s`));
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      socket.off('error', onError);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-    const onError = (err: Error): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      const code = errnoCode(err) ?? '';
-      if (/CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|ERR_SSL|alert/i.test(code + ' ' + err.message)) {
-        reject(new NbackupError('tls', `TLS handshake with ${where} failed: ${errorMessage(err)}`, { cause: err }));
-      } else {
-        reject(new NbackupError('network', `cannot connect to ${where}: ${errorMessage(err)}`, { cause: err }));
-      }
-    };
-    socket.once('error', onError);
-  });
-}
 
 /** Connects, retrying with backoff while the failure is a network one and the budget lasts. */
 export async function connectWithRetry(ctx: BackupContext, log: Logger, stats: RunStats, budget: RetryBudget): Promise<tls.TLSSocket> {

@@ -5,6 +5,7 @@ import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import type { Socket } from 'node:net';
 import { writeWithBackpressure } from '../../net/frame-socket.js';
 import type { ProgressSample } from '../progress.js';
+import type { ControlClient } from '../control/control-client.js';
 import type { Pacer } from './pacer.js';
 
 /** What every part of a backup run shares: configuration, certificates, log, progress, abort. */
@@ -19,6 +20,8 @@ export interface BackupContext {
   pacer?: Pacer;
   /** Fires when the daemon starts stopping: a retry back-off is not waited out then. */
   stopping?: AbortSignal;
+  /** The control channel, when there is one: admission, rotation and aborts come over it. */
+  control?: ControlClient;
 }
 
 /** What ends a retry back-off early: the run's abort, or a stopping daemon. */

@@ -6,7 +6,7 @@ import type { Logger } from '../../log/logger.js';
 import { FrameSocket } from '../../net/frame-socket.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import type { Chunk, ChunkDispatcher, Sent } from './chunk-dispatcher.js';
-import { connectServer } from './connect.js';
+import { connectServer } from '../../net/connect-server.js';
 import { NO_DEADLINE_MS, backoffSignal, sendSlice, sliceSize, type BackupContext, type RunStats } from './context.js';
 import { LinkWatchdog } from './link-watchdog.js';
 import { RestartSession, backoff, isRetryable, sleep } from './retry.js';
@@ -44,6 +44,11 @@ export class DataStream {
   private ackWaiters: (() => void)[] = [];
   private readonly log: Logger;
   joins = 0;
+  /** Rotations done at the server's request (CROT). */
+  rotations = 0;
+  /** A rotation asked for: resolved once this stream's chunks are all acknowledged. */
+  private rotation: (() => void) | null = null;
+  private rotationDone: Promise<void> | null = null;
   socket: tls.TLSSocket | null = null;
   state: 'joining' | 'live' | 'dead' | 'done' = 'joining';
 
@@ -82,7 +87,14 @@ export class DataStream {
       this.socket = joined.socket;
       this.state = 'live';
       try {
-        await this.pump(joined.socket, joined.frames);
+        if ((await this.pump(joined.socket, joined.frames)) === 'rotate') {
+          // Drained and closed at the server's request: a new connection takes over at once.
+          this.socket = null;
+          this.state = 'joining';
+          this.rotations++;
+          this.log.info({ offset: this.offset, rotations: this.rotations }, 'stream rotated; re-joining');
+          continue;
+        }
         this.state = 'done';
         return;
       } catch (err) {
@@ -154,6 +166,20 @@ export class DataStream {
     this.offset = lastOffset;
   }
 
+  /**
+   * CROT: stop taking chunks, wait until everything sent on this stream is acknowledged, then
+   * resolve (the agent answers CRAK) and re-join on a new connection. A stream that is not
+   * sending (joining, finished, dead) has nothing to drain.
+   */
+  rotate(): Promise<void> {
+    if (this.state !== 'live') return Promise.resolve();
+    this.rotationDone ??= new Promise<void>((resolve) => {
+      this.rotation = resolve;
+      this.acked();
+    });
+    return this.rotationDone;
+  }
+
   private get inflightBytes(): number {
     return this.inflight.reduce((n, s) => n + s.chunk.length, 0);
   }
@@ -168,8 +194,11 @@ export class DataStream {
     return new Promise((resolve) => this.ackWaiters.push(resolve));
   }
 
-  /** Sends chunks on one connection and takes its ChunkSACKs until everything is acknowledged. */
-  private async pump(socket: tls.TLSSocket, frames: FrameSocket): Promise<void> {
+  /**
+   * Sends chunks on one connection and takes its ChunkSACKs until everything is acknowledged:
+   * 'done' when the backup's chunks ran out, 'rotate' when drained for a rotation.
+   */
+  private async pump(socket: tls.TLSSocket, frames: FrameSocket): Promise<'done' | 'rotate'> {
     const { dispatcher, ctx } = this.env;
     const readTimeout = ctx.config.retry.read_timeout;
     // A stream's chunks may rightly wait unacknowledged on the server for a slower stream's chunk,
@@ -184,16 +213,23 @@ export class DataStream {
     });
     let sending = true;
     const acks = this.takeAcks(frames, watchdog, () => sending);
-    const sender = (async (): Promise<void> => {
-      await this.sendChunks(socket, acks, watchdog);
-      // Everything acknowledged: this stream is finished.
+    const sender = (async (): Promise<'done' | 'rotate'> => {
+      const why = await this.sendChunks(socket, acks, watchdog);
+      // Everything acknowledged: this connection is finished.
       sending = false;
       socket.end();
+      return why;
     })();
     sender.catch(() => undefined);
     acks.catch(() => undefined);
     try {
-      await Promise.all([sender, acks]);
+      const [why] = await Promise.all([sender, acks]);
+      // Drained for a rotation, or finished while one was asked: either way nothing is in flight.
+      const drained = this.rotation;
+      this.rotation = null;
+      this.rotationDone = null;
+      drained?.();
+      return why;
     } catch (err) {
       socket.destroy();
       throw watchdog.error ?? err;
@@ -221,9 +257,13 @@ export class DataStream {
     }
   }
 
-  private async sendChunks(socket: tls.TLSSocket, acks: Promise<void>, watchdog: LinkWatchdog): Promise<void> {
+  private async sendChunks(socket: tls.TLSSocket, acks: Promise<void>, watchdog: LinkWatchdog): Promise<'done' | 'rotate'> {
     const { dispatcher, ring, stats, window } = this.env;
     for (;;) {
+      if (this.rotation) {
+        while (this.inflight.length > 0) await Promise.race([this.nextAck(), acks]);
+        return 'rotate';
+      }
       // A full window waits for acknowledgements, except for a dead stream's chunks: they are the
       // oldest, and the chunks filling every window may be waiting on the server for them.
       let chunk: Chunk | null | undefined = this.queue.shift();
@@ -236,7 +276,12 @@ export class DataStream {
         if (chunk) this.queue.unshift(chunk);
         throw watchdog.error ?? new NbackupError('network', `stream ${this.index} connection closed`);
       }
-      if (chunk === null) return;
+      if (chunk === null) return 'done';
+      if (this.rotation) {
+        // Asked to rotate while waiting for it: it goes out on the next connection.
+        this.queue.unshift(chunk);
+        continue;
+      }
       // In flight before the first byte is written: a break now re-queues it, never loses it.
       const sent: Sent = { chunk, start: this.offset, end: this.offset + CHUNK_HEADER_SIZE + chunk.length };
       this.inflight.push(sent);

@@ -4,7 +4,7 @@ import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import { FrameSocket } from '../../net/frame-socket.js';
 import type { BackupContext } from './context.js';
-import { connectServer } from './connect.js';
+import { connectServer } from '../../net/connect-server.js';
 
 /** How long telling the server may take: a stopping daemon must not hang on it. */
 const GIVE_UP_TIMEOUT_MS = 5000;

@@ -83,6 +83,9 @@ export async function runParallel(p: ParallelSend): Promise<FinalAck> {
   log.info({ session: sessionId, maxStreams, chunkSize: p.chunkSize, streams: initial, autoscaler: scaler !== null }, 'parallel session started');
   for (let i = 0; i < initial; i++) start(i);
   const scaleTimer = scaler ? startAutoscaling(scaler, dispatcher, log, sessionId, () => start(streams.length)) : null;
+  // CROT on the control channel drains and re-joins one stream (DataStream.rotate).
+  const rotate = (index: number): Promise<void> => streams.find((s) => s.index === index)?.rotate() ?? Promise.resolve();
+  if (ctx.control) ctx.control.onRotate = rotate;
 
   try {
     return await finishOnPrimary(p, dispatcher, doomed, () => fatal);
@@ -91,9 +94,10 @@ export async function runParallel(p: ParallelSend): Promise<FinalAck> {
     throw err;
   } finally {
     if (scaleTimer) clearInterval(scaleTimer);
+    if (ctx.control?.onRotate === rotate) ctx.control.onRotate = null;
     for (const s of streams) s.socket?.destroy();
     await Promise.allSettled(runners);
-    const perStream = streams.map((s) => ({ stream: s.index, joins: s.joins, state: s.state }));
+    const perStream = streams.map((s) => ({ stream: s.index, joins: s.joins, rotations: s.rotations, state: s.state }));
     log.info({ session: sessionId, streams: perStream, resent: stats.bytesResent }, 'parallel streams finished');
   }
 }

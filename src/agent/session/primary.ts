@@ -9,6 +9,13 @@ import { connectWithRetry } from './connect.js';
 import type { BackupContext, RunStats } from './context.js';
 import { RestartSession, type RetryBudget } from './retry.js';
 
+/** WAIT on the handshake (version 4): the server is at max_concurrent_sessions; try again when admitted. */
+export class ServerBusy extends NbackupError {
+  constructor(message: string) {
+    super('rejected', message);
+  }
+}
+
 /** What a resume found: where to continue, or that the session is already committed. */
 export type Reattached = { offset: number } | { committed: { size: number; sha256: Buffer } };
 
@@ -47,6 +54,7 @@ export class PrimaryConnection {
       const ack = await frames.read(decodeAck, ctx.config.retry.connect_timeout, 'handshake answer');
       if (ack.status !== AckStatus.GO) {
         const why = `${statusName(AckStatus, ack.status)}${ack.message ? ` (${ack.message})` : ''}`;
+        if (ack.status === AckStatus.WAIT) throw new ServerBusy(`server asks to wait: ${why}`);
         throw new NbackupError('rejected', `server refused the backup: ${why}`);
       }
       socket.write(entry.parallels > 0 ? encodeParallelInit({ maxStreams: entry.parallels, chunkSize: entry.resume.chunk_size }) : encodeSingleMode());

@@ -1,5 +1,5 @@
 import crypto from 'node:crypto';
-import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, speaksReasons } from '../../../protocol/constants.js';
+import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, speaksAdmission, speaksReasons } from '../../../protocol/constants.js';
 import { decodeMode, encodeAck, type Handshake, type Mode } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import { admit } from '../admission.js';
@@ -23,8 +23,10 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   const { socket, frames, remote } = conn;
   const refuse = (status: AckStatus, message: string): void => {
     ctx.log.warn({ remote, agent: hs.agent, storage: hs.storage, backup: hs.backup, status, reason: message }, 'session refused');
-    // A version-2 agent does not know STORAGE_UNAVAILABLE: FULL is what it understood before.
-    const answer = status === AckStatus.STORAGE_UNAVAILABLE && !speaksReasons(conn.version) ? AckStatus.FULL : status;
+    // Older agents get the status they knew: FULL for STORAGE_UNAVAILABLE (v2), BUSY for WAIT (v2, v3).
+    let answer: AckStatus = status;
+    if (status === AckStatus.STORAGE_UNAVAILABLE && !speaksReasons(conn.version)) answer = AckStatus.FULL;
+    if (status === AckStatus.WAIT && !speaksAdmission(conn.version)) answer = AckStatus.BUSY;
     socket.end(encodeAck({ status: answer, message, sessionId: '' }));
   };
   const admission = await admit(ctx, socket, hs);
@@ -36,6 +38,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     temp = await storage.createTemp(hs.agent, hs.backup, id, format);
   } catch (err) {
     claim.release();
+    ctx.gate.leave(claim.key);
     refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: cannot create a temporary file: ${errorMessage(err)}`);
     return;
   }
@@ -52,6 +55,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     await writeRecord(files.record, recordOf(session));
   } catch (err) {
     claim.release();
+    ctx.gate.leave(claim.key);
     if (session?.mode === 'parallel') await session.chunks.assembler.dispose();
     await storage.removeTemp(temp);
     ctx.log.warn({ ...ctxFields, reason: `no usable stream mode: ${errorMessage(err)}` }, 'session discarded');

@@ -49,7 +49,8 @@ export async function feedPrimary(ctx: ServerContext, session: ParallelSession, 
       await concludeSession(ctx, session, conn, { failed: assembler.failed });
       return;
     }
-    ctx.log.info({ ...sessionContext(session), streams: session.chunks.streams.size, ...assembler.stats }, 'parallel session assembled');
+    const streamBytes = [...session.chunks.streams.values()].reduce((n, st) => n + st.bytes, 0);
+    ctx.log.info({ ...sessionContext(session), streams: session.chunks.streams.size, streamBytes, ...assembler.stats }, 'parallel session assembled');
     await concludeSession(ctx, session, conn, judge(trailer, assembler.written, assembler.digest()));
   });
 }

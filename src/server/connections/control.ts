@@ -1,0 +1,68 @@
+import os from 'node:os';
+import { encodeControlFromServer, decodeControlFromAgent, type ControlOpen } from '../../../protocol/frames.js';
+import { NbackupError, errorMessage } from '../../errors.js';
+import { peerName, type Connection, type ServerContext } from '../context.js';
+import type { ControlLink } from '../control/control-hub.js';
+
+/**
+ * `CTRL`: an agent's long-lived control channel (spec §5). Each ControlPing is answered with a
+ * ControlPong carrying the server's load (1-minute load average per CPU, 0..1) and the least free
+ * space of its storages' filesystems, in MiB. 2.5 × the agent's keepalive interval without a frame
+ * is a dead channel: it is closed. The channel carries the server's admission (CDFE, CADM),
+ * rotation (CROT/CRAK) and abort (CABT) messages; no backup ever depends on it being up.
+ */
+const MAX_DEAD_MS = 24 * 3600_000;
+
+export async function serveControl(ctx: ServerContext, conn: Connection, open: ControlOpen): Promise<void> {
+  const { socket, frames, remote } = conn;
+  const agent = peerName(socket);
+  if (!agent) throw new NbackupError('protocol', 'control channel without a certificate CN');
+  const deadMs = Math.min(MAX_DEAD_MS, open.keepaliveSeconds * 2500);
+  const log = ctx.log.child({ agent, remote });
+  const link: ControlLink = {
+    agent,
+    send: (frame) => {
+      if (!socket.destroyed) socket.write(frame);
+    },
+    close: (why) => {
+      log.info({ reason: why }, 'control channel closed');
+      socket.destroy();
+    },
+  };
+  ctx.control.attach(link);
+  log.info({ keepaliveS: open.keepaliveSeconds }, 'control channel opened');
+  try {
+    for (;;) {
+      const msg = await frames.read(decodeControlFromAgent, deadMs, 'control frame');
+      if (msg.type === 'ping') {
+        link.send(encodeControlFromServer({ type: 'pong', timestampNs: msg.timestampNs, load: serverLoad(), freeMiB: await leastFreeMiB(ctx) }));
+      } else {
+        log.info({ stream: msg.streamIndex }, 'rotation acknowledged');
+        ctx.control.rotateAcked(agent, msg.streamIndex);
+      }
+    }
+  } catch (err) {
+    if (!socket.destroyed) {
+      const dead = err instanceof NbackupError && err.kind === 'timeout';
+      log.warn({ reason: dead ? `no frame within ${deadMs / 1000}s (2.5 × keepalive)` : errorMessage(err) }, dead ? 'control channel dead' : 'control channel closed');
+    }
+  } finally {
+    ctx.control.detach(link);
+    socket.destroy();
+  }
+}
+
+/** The 1-minute load average per CPU, as a fraction 0..1. */
+function serverLoad(): number {
+  return Math.max(0, Math.min(1, os.loadavg()[0] / os.availableParallelism()));
+}
+
+/** The least free space of any storage's filesystem, in MiB (0 if one cannot be read). */
+async function leastFreeMiB(ctx: ServerContext): Promise<number> {
+  let least = 0xffffffff;
+  for (const s of ctx.storages.values()) {
+    const free = await s.freeBytes().catch(() => 0);
+    least = Math.min(least, Math.floor(free / (1024 * 1024)));
+  }
+  return least;
+}
