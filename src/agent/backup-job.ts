@@ -82,6 +82,7 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
     onWarning: (w) => log.warn({ path: w.path }, w.message),
     onNotice: (n) => log.info({ path: n.path }, n.message),
     signal: ctx.signal,
+    onStart: (pack) => (stats.pack = pack),
   }).then(
     (r) => {
       result = r;

@@ -1,13 +1,14 @@
 import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
-import { createLogger, flushLogs, reconfigureLogger, type Logger } from '../log/logger.js';
+import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
 import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
 import { runBackup, type BackupOutcome } from './backup-job.js';
 import { hookFailure, runHook } from './hooks.js';
 import { NATIVE_PACKAGES, nativeCodecProblem } from './pipeline/codecs.js';
 import { checkHealth, describeHealth } from './health.js';
 import { ProgressReporter } from './progress.js';
+import { estimateFileBytes } from './size-estimate.js';
 import { Scheduler } from './scheduler.js';
 import { ControlClient } from './control/control-client.js';
 
@@ -131,15 +132,23 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
   let failed = 0;
   for (const entry of entries) {
     const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : undefined;
+    const scan = new AbortController();
+    if (progress) {
+      setLogInterceptor(log, (write) => progress.around(write));
+      void estimateFileBytes(entry.sources.map((s) => s.path), entry.exclude, scan.signal).then((bytes) => bytes !== null && progress.estimate(bytes));
+    }
     try {
       const outcome = await runEntry(entry, state, { progress });
-      progress?.finish(`committed ${outcome.bytes} bytes`);
+      progress?.finish(`committed ${(outcome.bytes / 1e6).toFixed(1)} MB`);
     } catch (err) {
       const e = asNbackupError(err);
       progress?.finish('failed');
       failed++;
       stderrLine(`backup "${entry.name}" failed: ${e.message}`);
       log.error({ backup: entry.name, kind: e.kind, err: e.message }, 'backup failed');
+    } finally {
+      scan.abort();
+      setLogInterceptor(log, null);
     }
   }
   await state.control?.stop();

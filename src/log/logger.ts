@@ -67,8 +67,14 @@ class LogDestination {
     return { target: cfg.format === 'text' ? textStream(dest) : dest, file };
   }
 
+  /** Wraps every write, e.g. to clear a progress bar on the same terminal first (null: none). */
+  intercept: ((write: () => void) => void) | null = null;
+
   write(chunk: string): boolean {
-    return this.target.write(chunk);
+    if (!this.intercept) return this.target.write(chunk);
+    let ok = true;
+    this.intercept(() => (ok = this.target.write(chunk)));
+    return ok;
   }
 
   /** Opens the new destination first (a bad one throws and changes nothing), then closes the old file. */
@@ -104,4 +110,10 @@ export function reconfigureLogger(log: Logger, cfg: LoggingConfig, configFile: s
 /** Resolves once everything logged so far is handed to the destination. */
 export function flushLogs(log: Logger): Promise<void> {
   return new Promise((resolve) => log.flush(() => resolve()));
+}
+
+/** Routes the logger's writes through `around` (a progress bar's clear-write-redraw), or stops. */
+export function setLogInterceptor(log: Logger, around: ((write: () => void) => void) | null): void {
+  const dest = destinations.get(log);
+  if (dest) dest.intercept = around;
 }

@@ -58,7 +58,7 @@ test('parallels: 4 without faults: four streams, exact restore, one committed fi
     assert.equal(started.maxStreams, STREAMS);
     assert.equal(started.streams, STREAMS, 'auto_scaler disabled: every stream from the start');
     const finished = oneLog(run.logs, 'parallel streams finished', 'agent');
-    assert.deepEqual(finished.streams, [0, 1, 2, 3].map((stream) => ({ stream, joins: 1, state: 'done' })));
+    assert.deepEqual(finished.streams, [0, 1, 2, 3].map((stream) => ({ stream, joins: 1, rotations: 0, state: 'done' })));
 
     const assembled = oneLog(env.server.logs(), 'parallel session assembled', 'server');
     const chunks = Math.ceil(size / CHUNK);

@@ -283,7 +283,7 @@ test('wrong magic throws as soon as 4 bytes are present', () => {
 });
 
 test('unknown status bytes throw bad-status', () => {
-  throwsCode(() => decodeAck(hex('06')), 'bad-status', /ACK status 0x06/);
+  throwsCode(() => decodeAck(hex('07')), 'bad-status', /ACK status 0x07/);
   throwsCode(() => decodeAck(hex('ff 0a 0a')), 'bad-status');
   throwsCode(() => decodeFinalAck(hex('04')), 'bad-status', /Final ACK/);
   throwsCode(() => decodeResumeAck(hex('03 0000000000000000')), 'bad-status', /ResumeACK/);

@@ -23,6 +23,8 @@ export interface PipelineOptions {
   /** Compression jobs in flight; default: one more than the CPU count. */
   maxInFlight?: number;
   signal?: AbortSignal;
+  /** Hears the packer's live counters once, at the start (progress reads them as they grow). */
+  onStart?: (pack: PackStats) => void;
 }
 
 export interface PipelineResult {
@@ -55,6 +57,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     { push: (block) => compressor.push(block) },
     opts.onWarning,
   );
+  opts.onStart?.(packer.stats);
   for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
     if (opts.signal?.aborted) throw opts.signal.reason;
     await packer.add(entry);

@@ -4,6 +4,7 @@ import type { TlsMaterial } from '../../tls/material.js';
 import type { RingBuffer } from '../pipeline/ring-buffer.js';
 import type { Socket } from 'node:net';
 import { writeWithBackpressure } from '../../net/frame-socket.js';
+import type { PackStats } from '../pipeline/tar-packer.js';
 import type { ProgressSample } from '../progress.js';
 import type { ControlClient } from '../control/control-client.js';
 import type { Pacer } from './pacer.js';
@@ -39,6 +40,10 @@ export interface RunStats {
   bytesResent: number;
   /** Furthest body offset ever sent, to count what a resume sends twice. */
   highWater: number;
+  /** The packer's live counters (tar bytes read, files), for progress. */
+  pack?: PackStats;
+  /** Data streams connected now (parallel sessions), for progress. */
+  streams?: number;
 }
 
 export function newRunStats(): RunStats {
@@ -52,7 +57,16 @@ export const SEND_SLICE = 256 * 1024;
 export const NO_DEADLINE_MS = 7 * 24 * 3600 * 1000;
 
 export function reportProgress(ctx: BackupContext, stats: RunStats, ring: RingBuffer, done = false): void {
-  ctx.onProgress?.({ sent: stats.bytesSent, acked: ring.tail, produced: ring.head, done, retries: stats.reconnects });
+  ctx.onProgress?.({
+    sent: stats.bytesSent,
+    acked: ring.tail,
+    produced: ring.head,
+    read: stats.pack?.bytesRead,
+    files: stats.pack?.files,
+    streams: stats.streams,
+    done,
+    retries: stats.reconnects,
+  });
 }
 
 /** How much of the ring one write takes: SEND_SLICE, or less when a bandwidth limit paces it. */

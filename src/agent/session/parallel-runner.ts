@@ -50,7 +50,10 @@ export async function runParallel(p: ParallelSend): Promise<FinalAck> {
     dispatcher,
     // Each stream may hold a fair share of the ring unacknowledged (at least two chunks).
     window: Math.max(2 * p.chunkSize, Math.floor(p.bufferSize / (2 * maxStreams))),
-    progress: () => reportProgress(ctx, stats, ring),
+    progress: () => {
+      stats.streams = streams.filter((s) => s.state === 'live').length;
+      reportProgress(ctx, stats, ring);
+    },
   };
   const streams: DataStream[] = [];
   const runners: Promise<void>[] = [];
