@@ -24,12 +24,12 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
   const socket = conn.socket;
   if ('failed' in result) {
     const noSpace = result.failed instanceof NoSpaceError;
-    answerFailure(session, conn, noSpace ? FinalStatus.NO_SPACE : FinalStatus.WRITE_ERROR, result.failed.message);
-    if (noSpace) {
-      log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
-      // Its control channel hears it too (CABT), whatever state its data connections are in.
-      ctx.control.send(session.agent, { type: 'abort', reason: AbortReason.DISK_FULL });
+    // Its control channel hears it first (CABT), whatever state its data connections are in.
+    if (noSpace && ctx.control.send(session.agent, { type: 'abort', reason: AbortReason.DISK_FULL })) {
+      log.info({ ...sessionContext(session) }, 'agent told to abort on its control channel (CABT disk full)');
     }
+    answerFailure(session, conn, noSpace ? FinalStatus.NO_SPACE : FinalStatus.WRITE_ERROR, result.failed.message);
+    if (noSpace) log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
     await registry.discard(session, noSpace ? result.failed.message : `write error: ${result.failed.message}`);
     return;
   }

@@ -67,6 +67,8 @@ for (const parallels of [0, 4]) {
       (cfg.backups as Record<string, unknown>[])[0].parallels = parallels;
       (cfg.backups as Record<string, unknown>[])[0].auto_scaler = { enabled: false };
       cfg.retry = { max_attempts: 3, initial_delay: '200ms', connect_timeout: '5s', read_timeout: '15s' };
+      // With a control channel: the server's CABT comes over it too.
+      cfg.daemon = { control_channel: { enabled: true, keepalive_interval: '1s', reconnect_delay: '200ms', max_reconnect_delay: '1s' } };
       const file = join(work, `${name}-p${parallels}.yaml`);
       await writeYaml(file, cfg);
       return file;
@@ -107,6 +109,7 @@ for (const parallels of [0, 4]) {
       const left = fs.readdirSync(backupDir).filter((f) => f.endsWith('.tmp'));
       assert.deepEqual(left, [], 'no partial file kept');
       await server.waitForLog((l) => l.msg === 'session stopped: out of space', 5000);
+      await server.waitForLog((l) => l.msg === 'agent told to abort on its control channel (CABT disk full)', 5000);
       assert.equal((await rawHealth(server.port, pki)).status, HealthStatus.READY, 'the server serves on, with its space back');
     });
   });
