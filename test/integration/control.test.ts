@@ -18,6 +18,8 @@ import { AGENT_BIN, runAgent, spawnLogged, startServer, writeYaml, type LogLine 
 import { startProxy } from '../helpers/proxy.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { waitUntil } from '../helpers/wait.js';
+import { decodeControlFromServer, encodeControlFromAgent, encodeControlOpen } from '../../protocol/frames.js';
+import { rawAgent } from './raw-client.js';
 import { agentConfigObject, committedBackups, makeSource, makeWorkspace, restoreAndCompare, showRun, startEnv, tmpFiles, writeServerConfig } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -74,6 +76,28 @@ describe('control channel', { timeout: 180_000 }, () => {
       await server.stop();
     }
     assert.equal(daemon.proc.exitCode, 0);
+  });
+
+  it('the server answers pings with its status and closes a channel silent for 2.5 × its keepalive', async () => {
+    const env = await startEnv(tmp, pki, 'nbk-ctrl-dead-');
+    const c = rawAgent(env.server.port, pki, 'agent-a');
+    try {
+      await c.connected();
+      c.write(encodeControlOpen({ keepaliveSeconds: 1 }));
+      c.write(encodeControlFromAgent({ type: 'ping', timestampNs: 42n }));
+      const pong = await c.read(decodeControlFromServer, 5000, 'pong');
+      assert.equal(pong.type, 'pong');
+      assert.equal(pong.type === 'pong' && pong.timestampNs, 42n, 'the timestamp is echoed');
+      // Then silence: closed by the server after about 2.5 s (not before 2 s).
+      const t0 = Date.now();
+      await c.waitClosed(10_000);
+      const after = Date.now() - t0;
+      assert.ok(after >= 2000 && after < 5000, `closed ${after} ms after the last frame`);
+      await env.server.waitForLog((l) => l.msg === 'control channel dead' && l.agent === 'agent-a');
+    } finally {
+      c.destroy();
+      await env.server.stop();
+    }
   });
 
   it('a control connection cut in the middle of a parallel backup does not stop it: it commits and restores exactly', async () => {
@@ -137,6 +161,35 @@ describe('flow rotation', { timeout: 180_000 }, () => {
       // What the streams delivered is exactly the archive plus one 8-byte header per chunk.
       assert.equal(assembled.streamBytes, fs.statSync(archive).size + 8 * (assembled.chunks as number));
       await restoreAndCompare(archive, tree, await tmp.make('nbk-ctrl-rot-restore-'));
+    } finally {
+      await proxy.close();
+      await env.server.stop();
+    }
+  });
+});
+
+describe('flow rotation by hand', { timeout: 120_000 }, () => {
+  it('SIGUSR2 to the server rotates one stream of a running parallel backup', async () => {
+    const env = await startEnv(tmp, pki, 'nbk-ctrl-usr2-');
+    const src = join(work, 'usr2-src');
+    const tree = await makeSource(src, { files: 4, size: 2 * MiB, seed: 31 });
+    const proxy = await startProxy({ target: { host: '127.0.0.1', port: env.server.port }, plan: Array.from({ length: 40 }, () => ({ throttleBytesPerSec: MiB })) });
+    try {
+      const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [{ name: 'app', storage: 'main', sources: [src], exclude: tree.excludes }]);
+      Object.assign((cfg.backups as Record<string, unknown>[])[0], { parallels: 2, auto_scaler: { enabled: false } });
+      Object.assign(cfg, { daemon: CONTROL, resume: { buffer_size: '2mb', chunk_size: '256kb' } });
+      const yaml = join(env.dir, 'agent.yaml');
+      await writeYaml(yaml, cfg);
+      const run = runAgent(['--config', yaml, '--once'], { timeoutMs: 90_000 });
+      await env.server.waitForLog((l) => l.msg === 'stream joined' && l.stream === 1, 20_000);
+      env.server.proc.kill('SIGUSR2');
+      await env.server.waitForLog((l) => l.msg === 'stream rotation asked' && /SIGUSR2/.test(String(l.reason)));
+      await env.server.waitForLog((l) => l.msg === 'rotation acknowledged', 20_000);
+      const r = await run;
+      assert.equal(r.code, 0, showRun(r));
+      assert.equal(r.logs.filter((l) => l.msg === 'stream rotated; re-joining').length, 1);
+      const archives = await committedBackups(join(env.store, 'agent-a', 'app'));
+      await restoreAndCompare(join(env.store, 'agent-a', 'app', archives[0]), tree, await tmp.make('nbk-ctrl-usr2-restore-'));
     } finally {
       await proxy.close();
       await env.server.stop();
