@@ -53,8 +53,9 @@ export async function sendSingle(s: SingleSend): Promise<FinalAck> {
       }
       const lastOffset = found.offset;
       from = resumePoint(s, lastOffset);
+      // Counted in bytesResent as they really go out again (transmit), not here: another break
+      // may come before all of them are sent.
       const resend = Math.max(0, stats.highWater - lastOffset);
-      stats.bytesResent += resend;
       log.info({ session: primary.sessionId, lastOffset, resending: resend, reconnects: stats.reconnects }, 'session resumed');
     }
   }
@@ -115,9 +116,8 @@ async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
       if (over || socket.destroyed) throw new NbackupError('network', 'connection closed while sending');
       if (sent >= ring.head && ring.ended) break;
       const view = ring.read(sent, sliceSize(ctx));
+      countSent(stats, sent, view.length);
       sent += view.length;
-      stats.bytesSent += view.length;
-      if (sent > stats.highWater) stats.highWater = sent;
       await sendSlice(ctx, socket, view);
       reportProgress(ctx, stats, ring);
     }
@@ -126,8 +126,7 @@ async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
     const trailer = s.trailer();
     if (!trailer) throw new NbackupError('internal', 'pipeline ended without a trailer');
     const part = trailer.subarray(Math.max(0, sent - ring.head));
-    stats.bytesSent += part.length;
-    stats.highWater = Math.max(stats.highWater, ring.head + TRAILER_SIZE);
+    countSent(stats, ring.head + TRAILER_SIZE - part.length, part.length);
     awaitingFinal = true;
     socket.end(part);
   })();
@@ -142,4 +141,11 @@ async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
     over = true;
     watchdog.stop();
   }
+}
+
+/** Counts `length` body bytes sent from offset `at`: those below the high-water mark are resent. */
+function countSent(stats: RunStats, at: number, length: number): void {
+  stats.bytesSent += length;
+  if (at < stats.highWater) stats.bytesResent += Math.min(at + length, stats.highWater) - at;
+  stats.highWater = Math.max(stats.highWater, at + length);
 }
