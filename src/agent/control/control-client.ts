@@ -61,7 +61,7 @@ export class ControlClient {
   /** Resolves once the channel is up (first pong), or after timeoutMs; true if it is up. */
   waitUntilUp(timeoutMs: number): Promise<boolean> {
     if (this.up) return Promise.resolve(true);
-    return this.waitOn(this.upWaiters, timeoutMs).then(() => this.up);
+    return this.waitOn(this.upWaiters, timeoutMs).done.then(() => this.up);
   }
 
   /**
@@ -72,22 +72,39 @@ export class ControlClient {
     if (this.admittedAt >= since) return true;
     const until = this.deferredUntil > Date.now() ? this.deferredUntil : Date.now() + fallbackMs;
     const wake = this.waitOn(this.admitWaiters, until - Date.now());
-    if (signal) {
-      await Promise.race([wake, sleep(until - Date.now() + 1000, signal)]);
-    } else await wake;
+    if (!signal) {
+      await wake.done;
+      return this.admittedAt >= since;
+    }
+    // The abort ends the wait (rejecting with its reason); nothing is left running either way.
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      await Promise.race([wake.done, aborted]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      wake.cancel();
+    }
     return this.admittedAt >= since;
   }
 
-  private waitOn(set: Set<() => void>, timeoutMs: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
+  /** Resolves when `set` is woken or after timeoutMs; `cancel` ends the wait early (no timer left). */
+  private waitOn(set: Set<() => void>, timeoutMs: number): { done: Promise<void>; cancel: () => void } {
+    let cancel!: () => void;
+    const done = new Promise<void>((resolve) => {
+      cancel = (): void => {
         clearTimeout(timer);
-        set.delete(done);
+        set.delete(cancel);
         resolve();
       };
-      const timer = setTimeout(done, Math.max(0, timeoutMs));
-      set.add(done);
+      const timer = setTimeout(cancel, Math.max(0, timeoutMs));
+      set.add(cancel);
     });
+    return { done, cancel };
   }
 
   private async loop(): Promise<void> {
