@@ -61,3 +61,9 @@ export async function admit(ctx: ServerContext, socket: tls.TLSSocket, hs: Hands
 function isArchiveFormat(f: string): f is ArchiveFormat {
   return (ARCHIVE_FORMATS as readonly string[]).includes(f);
 }
+
+/** A handshake admitted but not completed: its key and its admission slot are given back. */
+export function abandonAdmission(ctx: ServerContext, claim: Claim): void {
+  claim.release();
+  ctx.gate.leave(claim.key);
+}

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, speaksAdmission, speaksReasons } from '../../../protocol/constants.js';
 import { decodeMode, encodeAck, type Handshake, type Mode } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
-import { admit } from '../admission.js';
+import { abandonAdmission, admit } from '../admission.js';
 import { BodyReceiver } from '../body-receiver.js';
 import { ChunkAssembler } from '../chunk-assembler.js';
 import { ChunkStreams } from '../chunk-stream-receiver.js';
@@ -37,8 +37,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   try {
     temp = await storage.createTemp(hs.agent, hs.backup, id, format);
   } catch (err) {
-    claim.release();
-    ctx.gate.leave(claim.key);
+    abandonAdmission(ctx, claim);
     refuse(AckStatus.STORAGE_UNAVAILABLE, `storage "${storage.name}" cannot be used: cannot create a temporary file: ${errorMessage(err)}`);
     return;
   }
@@ -54,8 +53,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     // Beside the temporary file, what a restarted server needs to take the session up again.
     await writeRecord(files.record, recordOf(session));
   } catch (err) {
-    claim.release();
-    ctx.gate.leave(claim.key);
+    abandonAdmission(ctx, claim);
     if (session?.mode === 'parallel') await session.chunks.assembler.dispose();
     await storage.removeTemp(temp);
     ctx.log.warn({ ...ctxFields, reason: `no usable stream mode: ${errorMessage(err)}` }, 'session discarded');
