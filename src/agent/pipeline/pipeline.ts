@@ -60,7 +60,8 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   opts.onStart?.(packer.stats);
   for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
     if (opts.signal?.aborted) throw opts.signal.reason;
-    await packer.add(entry);
+    const wait = packer.add(entry);
+    if (wait) await wait;
   }
   await packer.finish();
   await compressor.end();

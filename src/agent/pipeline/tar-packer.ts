@@ -4,6 +4,7 @@ import { sparseMap, type Extent } from './file-map.js';
 import { describeEntry, type ScanEntry, type ScanWarning } from './scanner.js';
 import { END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
 import { encodeSparse } from './tar-sparse.js';
+import { smallFileReader } from './small-file.js';
 
 /**
  * Turns scanned entries into a tar stream cut in fixed-size blocks. File data is read straight into
@@ -42,6 +43,7 @@ export class TarPacker {
   private readonly hardLinks = new Map<string, Buffer>();
   /** Where headers are encoded before they are copied into the block. */
   private readonly scratch = Buffer.alloc(512);
+  private readonly readSmall = smallFileReader();
   readonly stats: PackStats = { entries: 0, files: 0, bytesRead: 0, tarBytes: 0, warnings: 0 };
 
   constructor(
@@ -53,9 +55,13 @@ export class TarPacker {
     this.block = blocks.take();
   }
 
-  async add(entry: ScanEntry): Promise<void> {
+  /** Archives one entry; a promise only when the packer must wait (a block handed over). */
+  add(entry: ScanEntry): Promise<void> | void {
     // A regular file's metadata comes from fstat once it is open (addFile).
-    if (entry.type === 'file') return this.addFile(entry);
+    return entry.type === 'file' ? this.addFile(entry) : this.addOther(entry);
+  }
+
+  private async addOther(entry: ScanEntry): Promise<void> {
     const st = entry.stats ?? fs.lstatSync(entry.access);
     const base = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
     if (entry.type !== 'directory' && (await this.hardLink(base, st))) return;
@@ -114,7 +120,42 @@ export class TarPacker {
     return true;
   }
 
-  private async addFile(entry: ScanEntry): Promise<void> {
+  /**
+   * A small file is read whole, header room left in front of it, by one native call; anything else
+   * (or everything, without the addon) goes the general way, `addOpenFile`.
+   */
+  private addFile(entry: ScanEntry): Promise<void> | void {
+    const room = this.blockSize - this.pos - 512;
+    if (this.readSmall === null || room <= 0) return this.openAndAdd(entry);
+    const out = this.readSmall(entry.access, this.block, this.pos + 512, room);
+    if (out === 'open-failed') return this.openAndAdd(entry);
+    if ('fd' in out) return this.addOpenFile(entry, out.fd);
+    const r = out.read;
+    const header = encodeHeader({ name: entry.name, type: 'file', mode: r.mode, uid: r.uid, gid: r.gid, mtime: r.mtime, size: r.size }, this.scratch);
+    this.stats.entries++;
+    this.stats.files++;
+    this.stats.bytesRead += r.size;
+    if (r.changed) this.warnChanged(entry, r.size, r.sizeAfter);
+    const padded = padTo512(r.size);
+    if (header.length === 512) {
+      header.copy(this.block, this.pos);
+      this.pos += 512 + padded;
+      return;
+    }
+    // A name or number that needs PAX records: the data moves behind the longer header.
+    const data = Buffer.from(this.block.subarray(this.pos + 512, this.pos + 512 + padded));
+    return this.writeAll(header, data);
+  }
+
+  private async writeAll(...parts: Buffer[]): Promise<void> {
+    for (const part of parts) await this.write(part);
+  }
+
+  private warnChanged(entry: ScanEntry, size: number, sizeAfter: number): void {
+    this.warn(entry, `changed while being read (size ${size} → ${sizeAfter}); archived as first seen`);
+  }
+
+  private openAndAdd(entry: ScanEntry): Promise<void> | void {
     let fd: number;
     try {
       fd = fs.openSync(entry.access, O_FLAGS);
@@ -125,6 +166,11 @@ export class TarPacker {
       else this.warn(entry, `cannot be opened: ${errorMessage(err)}; skipped`);
       return;
     }
+    return this.addOpenFile(entry, fd);
+  }
+
+  /** Archives the open regular file `fd` (any size, holes, links), and closes it. */
+  private async addOpenFile(entry: ScanEntry, fd: number): Promise<void> {
     try {
       const st = fs.fstatSync(fd);
       if (!st.isFile()) {
@@ -158,7 +204,7 @@ export class TarPacker {
       await this.zeros(padTo512(dataSize) - dataSize);
       const after = fs.fstatSync(fd);
       if (after.size !== size || after.mtimeMs !== st.mtimeMs) {
-        this.warn(entry, `changed while being read (size ${size} → ${after.size}); archived as first seen`);
+        this.warnChanged(entry, size, after.size);
       }
       if (st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
     } finally {

@@ -1,6 +1,8 @@
 /*
- * nbackup_fs: where a file's data lies, so that sparse files are read and archived without their
- * holes. Node has no binding for lseek(2); this is the one call we need from it.
+ * nbackup_fs: the file-system calls the packer needs that Node has no cheap binding for.
+ *
+ * Where a file's data lies, so that sparse files are read and archived without their holes
+ * (Node has no binding for lseek(2)), and a whole small file read in one call (see read-small.c).
  *
  * JS API (see src/agent/pipeline/file-map.ts):
  *   dataExtents(fd: number, size: number, maxExtents: number) → number[] | null
@@ -15,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "read-small.h"
 
 static napi_value throw_errno(napi_env env, const char *what) {
   char message[128];
@@ -71,6 +75,7 @@ unknown : {
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"dataExtents", NULL, js_data_extents, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readSmallFile", NULL, js_read_small_file, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;
