@@ -2,7 +2,7 @@ import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type 
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
 import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
-import { loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
+import { daysUntil, loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
 import { runBackup, type BackupOutcome } from './backup-job.js';
 import { hookFailure, runHook } from './hooks.js';
 import { NATIVE_PACKAGES, nativeCodecProblem } from './pipeline/codecs.js';
@@ -58,7 +58,22 @@ async function setup(configPath: string): Promise<AgentState> {
   const { config, material } = await validated(configPath);
   const log = createLogger(config.logging, 'nbackup-agent', configPath);
   warnCodecs(config, log);
+  warnExpiry(config, material, log);
   return { config, material, log };
+}
+
+/** Warn this long before the agent's (or its CA's) certificate expires: time to issue a new one. */
+const EXPIRY_WARN_DAYS = 30;
+
+function warnExpiry(config: AgentConfig, material: TlsMaterial, log: Logger): void {
+  const certDays = daysUntil(material.notAfter.cert);
+  const caDays = daysUntil(material.notAfter.ca);
+  if (certDays < EXPIRY_WARN_DAYS) {
+    log.warn({ file: config.tls.client_cert, notAfter: material.notAfter.cert.toISOString(), daysLeft: certDays }, `the agent certificate expires in ${certDays} days; issue a new one (nbackup-server pki issue-agent)`);
+  }
+  if (caDays < EXPIRY_WARN_DAYS) {
+    log.warn({ file: config.tls.ca_cert, notAfter: material.notAfter.ca.toISOString(), daysLeft: caDays }, `the CA certificate expires in ${caDays} days`);
+  }
 }
 
 /** Once at start-up: gzip without the native codecs costs about 3× the CPU, zstd cannot run. */
@@ -212,6 +227,7 @@ export async function runDaemon(configPath: string): Promise<number> {
           void old?.stop();
           scheduler.reload(next.config.backups);
           log.info({ backups: next.config.backups.map((b) => b.name), logging: next.config.logging }, 'configuration reloaded');
+          warnExpiry(next.config, next.material, log);
         })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
     });

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { nameProblem } from '../../protocol/names.js';
 import { bool, duration, hostPort, int, loggingSection, missing, obj, pathLeaf, section, size, wrong } from './leaves.js';
-import { GB, MB } from './units.js';
+import { MB } from './units.js';
 
 /** The server.yaml schema; relative paths resolve against `baseDir` (see agentConfigSchema). */
 export function serverConfigSchema(baseDir?: string) {
@@ -10,7 +10,7 @@ export function serverConfigSchema(baseDir?: string) {
     {
       base_dir: pathLeaf(baseDir, 'a folder path'),
       max_backups: int(1).default(5),
-      min_free: size(0).default(GB),
+      min_free: size(0).default(64 * MB),
       assembler_pending_mem_limit: size(1).default(8 * MB),
     },
     'a storage mapping like { base_dir: /var/backups/scripts }',
@@ -63,6 +63,11 @@ export function serverConfigSchema(baseDir?: string) {
         min_throughput: size(1).default(MB),
         window: duration(100).default(60_000),
       }),
+      /** The optional HTTP listener for Prometheus (/metrics) and /healthz. */
+      metrics: section({
+        enabled: bool().default(false),
+        listen: hostPort(0).prefault('127.0.0.1:9848'),
+      }),
     }).transform((s) => ({
       listen: s.listen.address,
       host: s.listen.host,
@@ -72,6 +77,7 @@ export function serverConfigSchema(baseDir?: string) {
       idle_timeout: s.idle_timeout,
       max_concurrent_sessions: s.max_concurrent_sessions,
       flow_rotation: s.flow_rotation,
+      metrics: s.metrics,
     })),
     tls: obj({
       ca_cert: pathLeaf(baseDir, 'a path to a PEM file'),

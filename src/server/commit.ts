@@ -30,13 +30,13 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
     }
     answerFailure(session, conn, noSpace ? FinalStatus.NO_SPACE : FinalStatus.WRITE_ERROR, result.failed.message);
     if (noSpace) log.error({ ...sessionContext(session), reason: result.failed.message, bytes: bytesReceived(session) }, 'session stopped: out of space');
-    await registry.discard(session, noSpace ? result.failed.message : `write error: ${result.failed.message}`);
+    await registry.discard(session, noSpace ? result.failed.message : `write error: ${result.failed.message}`, noSpace ? 'no_space' : 'write_error');
     return;
   }
   if (!result.ok) {
     answerFailure(session, conn, FinalStatus.CHECKSUM_MISMATCH, result.reason);
     log.error({ ...sessionContext(session), reason: result.reason, bytes: bytesReceived(session) }, 'session failed: checksum mismatch');
-    await registry.discard(session, 'checksum mismatch');
+    await registry.discard(session, 'checksum mismatch', 'checksum_mismatch');
     return;
   }
   session.committing = true;
@@ -60,6 +60,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
     for (const f of [files.staging, files.journal, files.record]) await fs.promises.rm(f, { force: true });
     socket.end(encodeFinalAck({ status: FinalStatus.OK, message: '' }, conn.version));
     const seconds = (Date.now() - session.startedAt) / 1000;
+    ctx.metrics.committed({ agent: session.agent, storage: session.storage.name, backup: session.backup }, result.dataSize, seconds);
     log.info(
       {
         ...sessionContext(session),
@@ -76,7 +77,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
     ctx.gate.leave(session.key);
   } catch (err) {
     answerFailure(session, conn, FinalStatus.WRITE_ERROR, `commit failed: ${errorMessage(err)}`);
-    await registry.discard(session, `commit failed: ${errorMessage(err)}`);
+    await registry.discard(session, `commit failed: ${errorMessage(err)}`, 'write_error');
   }
 }
 

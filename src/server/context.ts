@@ -4,6 +4,7 @@ import type { Logger } from '../log/logger.js';
 import type { FrameSocket } from '../net/frame-socket.js';
 import type { AdmissionGate } from './control/admission-gate.js';
 import type { ControlHub } from './control/control-hub.js';
+import type { ServerMetrics } from './metrics/server-metrics.js';
 import type { SessionRegistry } from './registry.js';
 import type { Storage } from './storage.js';
 
@@ -17,6 +18,7 @@ export interface ServerContext {
   readonly control: ControlHub;
   /** max_concurrent_sessions. */
   readonly gate: AdmissionGate;
+  readonly metrics: ServerMetrics;
 }
 
 /** One accepted connection, after its first frame was read. */

@@ -1,4 +1,5 @@
 import type { Logger } from '../log/logger.js';
+import type { SessionResult } from './metrics/server-metrics.js';
 import { bytesReceived, sessionContext, type Session } from './session.js';
 
 /**
@@ -30,6 +31,8 @@ export class SessionRegistry {
 
   /** Told when a session stops holding an admission slot (discarded, or its connection lost). */
   onRelease: (key: string) => void = () => undefined;
+  /** Told how each session that ends without a commit ended (metrics). */
+  onDiscard: (result: SessionResult) => void = () => undefined;
 
   constructor(
     private readonly log: Logger,
@@ -47,7 +50,7 @@ export class SessionRegistry {
     this.claims.add(key);
     if (existing) {
       await existing.link.evict();
-      await this.discard(existing, 'superseded by a new session of the same backup');
+      await this.discard(existing, 'superseded by a new session of the same backup', 'superseded');
     }
     return { key, release: () => this.claims.delete(key) };
   }
@@ -89,7 +92,7 @@ export class SessionRegistry {
   private keepFor(session: Session, ms: number): void {
     this.clearTtl(session);
     const timer = setTimeout(() => {
-      void this.discard(session, `not resumed within ${Math.round(this.ttlMs / 1000)}s; temporary file deleted`);
+      void this.discard(session, `not resumed within ${Math.round(this.ttlMs / 1000)}s; temporary file deleted`, 'expired');
     }, ms);
     timer.unref();
     this.ttlTimers.set(session, timer);
@@ -127,9 +130,10 @@ export class SessionRegistry {
   }
 
   /** Ends a session without committing: closes its connections and deletes its temporary files. */
-  async discard(session: Session, reason: string): Promise<void> {
+  async discard(session: Session, reason: string, result: SessionResult = 'failed'): Promise<void> {
     if (session.closed) return;
     session.closed = true;
+    this.onDiscard(result);
     this.forget(session);
     session.link.destroy();
     if (session.mode === 'parallel') {

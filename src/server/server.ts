@@ -6,7 +6,7 @@ import type { ServerConfig } from '../config/index.js';
 import { NbackupError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { FrameSocket } from '../net/frame-socket.js';
-import { loadTlsMaterial, serverTlsOptions } from '../tls/material.js';
+import { daysUntil, loadTlsMaterial, serverTlsOptions, type TlsMaterial } from '../tls/material.js';
 import { adoptSessions } from './adoption.js';
 import { serveAbort } from './connections/abort.js';
 import { serveBackup } from './connections/backup.js';
@@ -18,6 +18,8 @@ import type { Connection, ServerContext } from './context.js';
 import { AdmissionGate } from './control/admission-gate.js';
 import { ControlHub } from './control/control-hub.js';
 import { FlowRotator } from './control/flow-rotator.js';
+import { startMetricsHttp } from './metrics/metrics-http.js';
+import { ServerMetrics } from './metrics/server-metrics.js';
 import { SessionRegistry } from './registry.js';
 import { Storage } from './storage.js';
 
@@ -33,6 +35,8 @@ export class BackupServer {
   private readonly sockets = new Set<tls.TLSSocket>();
   /** The handlers of open connections, so that stop() can let them finish. */
   private readonly serving = new Set<Promise<void>>();
+  private readonly material: TlsMaterial;
+  private metricsHttp: { port: number; close: () => Promise<void> } | null = null;
   /** Flow rotation of parallel streams (server.flow_rotation; rotateNow by hand). */
   readonly rotator: FlowRotator;
 
@@ -45,7 +49,10 @@ export class BackupServer {
     const gate = new AdmissionGate(config.server.max_concurrent_sessions, control, log);
     // A session that is discarded or loses its connection no longer holds an admission slot.
     registry.onRelease = (key) => gate.leave(key);
-    this.ctx = { config, log, storages, registry, control, gate };
+    const metrics = new ServerMetrics({ activeSessions: () => registry.live().length, storages, notAfter: material.notAfter });
+    registry.onDiscard = (result) => metrics.ended(result);
+    this.material = material;
+    this.ctx = { config, log, storages, registry, control, gate, metrics };
     this.rotator = new FlowRotator(config.server.flow_rotation, registry, control, log);
     this.server = tls.createServer({
       ...serverTlsOptions(material),
@@ -85,7 +92,24 @@ export class BackupServer {
     const bound = (this.server.address() as AddressInfo).port;
     this.rotator.start();
     log.info({ host, port: bound, storages: [...storages.keys()] }, 'listening');
+    this.logCertificateDays();
+    if (config.server.metrics.enabled) {
+      this.metricsHttp = await startMetricsHttp(config.server.metrics.listen, this.ctx.metrics, storages, log);
+    }
     return bound;
+  }
+
+  /** The port of the metrics listener, when it runs. */
+  get metricsPort(): number | null {
+    return this.metricsHttp?.port ?? null;
+  }
+
+  /** Days until the server's and the CA's certificates expire: info, or a warning within 30 days. */
+  private logCertificateDays(): void {
+    const { cert, ca } = this.material.notAfter;
+    const fields = { serverCertDays: daysUntil(cert), caCertDays: daysUntil(ca), serverCertNotAfter: cert.toISOString(), caCertNotAfter: ca.toISOString() };
+    if (Math.min(fields.serverCertDays, fields.caCertDays) < 30) this.ctx.log.warn(fields, 'a certificate expires within 30 days; issue a new one (nbackup-server pki)');
+    else this.ctx.log.info(fields, 'certificates valid');
   }
 
   /**
@@ -95,6 +119,7 @@ export class BackupServer {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.rotator.stop();
+    await this.metricsHttp?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     let timer: NodeJS.Timeout | undefined;
@@ -105,6 +130,7 @@ export class BackupServer {
 
   private accept(socket: tls.TLSSocket): void {
     this.sockets.add(socket);
+    this.ctx.metrics.track(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => {
       /* reported where the connection is served */

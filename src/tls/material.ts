@@ -14,6 +14,15 @@ export interface TlsMaterial {
   key: Buffer;
   /** CN of our own certificate, for messages. */
   commonName: string;
+  /** When our certificate and the CA certificate that signed it expire. */
+  notAfter: { cert: Date; ca: Date };
+}
+
+const DAY_MS = 24 * 3600 * 1000;
+
+/** Whole days from now until `date` (negative once it has passed). */
+export function daysUntil(date: Date, now = Date.now()): number {
+  return Math.floor((date.getTime() - now) / DAY_MS);
 }
 
 function readPem(file: string, what: string): Buffer {
@@ -65,13 +74,14 @@ export function loadTlsMaterial(files: { ca: string; cert: string; key: string }
   if (!x509.checkPrivateKey(privateKey)) {
     throw new NbackupError('tls', `private key ${files.key} does not match certificate ${files.cert}`);
   }
-  if (!bundle.some((c) => x509.checkIssued(c) && x509.verify(c.publicKey))) {
+  const issuer = bundle.find((c) => x509.checkIssued(c) && x509.verify(c.publicKey));
+  if (!issuer) {
     const which = bundle.length > 1 ? `any of the ${bundle.length} CA certificates` : 'the CA';
     throw new NbackupError('tls', `certificate ${files.cert} is not signed by ${which} in ${files.ca}`);
   }
   const now = Date.now();
   if (Date.parse(x509.validTo) < now) throw new NbackupError('tls', `certificate ${files.cert} expired on ${x509.validTo}`);
-  return { ca, cert, key, commonName: commonNameOf(x509.subject) };
+  return { ca, cert, key, commonName: commonNameOf(x509.subject), notAfter: { cert: new Date(x509.validTo), ca: new Date(issuer.validTo) } };
 }
 
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;

@@ -22,8 +22,8 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 test('the example configs load', async () => {
   const agent = await loadAgentConfig(path.join(repoRoot, 'configs/agent.example.yaml'));
   assert.equal(agent.agent.name, 'web-server-01');
-  assert.deepEqual(agent.server, { address: 'backup.example.com:9847', host: 'backup.example.com', port: 9847 });
-  assert.equal(agent.tls.client_key, '/etc/nbackup/agent-key.pem');
+  assert.deepEqual(agent.server, { address: '127.0.0.1:9847', host: '127.0.0.1', port: 9847 });
+  assert.equal(agent.tls.client_key, '/etc/nbackup/pki/web-server-01.key');
   assert.equal(agent.backups.length, 2);
   assert.equal(agent.backups[0].schedule, '0 2 * * *');
   assert.deepEqual(agent.backups[0].exclude, ['*.log', '.git/**', 'node_modules/**']);
@@ -166,11 +166,12 @@ test('server defaults and host:port forms', () => {
     idle_timeout: 60_000,
     max_concurrent_sessions: 0,
     flow_rotation: { enabled: false, min_throughput: MB, window: 60_000 },
+    metrics: { enabled: false, listen: { address: '127.0.0.1:9848', host: '127.0.0.1', port: 9848 } },
   });
   assert.deepEqual(c.storages.scripts, {
     base_dir: '/var/backups/scripts',
     max_backups: 5,
-    min_free: GB,
+    min_free: 64 * MB,
     assembler_pending_mem_limit: 8 * MB,
   });
   assert.deepEqual(c.logging, { level: 'info', format: 'json', file: '' });

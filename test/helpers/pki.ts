@@ -32,7 +32,7 @@ export interface Pki {
 
 export interface PkiOptions {
   agents: string[];
-  /** Validity of the leaf certificates in days (default 30). */
+  /** Validity of the leaf certificates in days (default 365: past the agent's 30-day expiry warning). */
   days?: number;
   /**
    * Issue everything as if it were this many days ago (openssl under faketime), for a peer whose
@@ -157,7 +157,7 @@ export async function issueCert(o: IssueOptions): Promise<CertPair> {
   await openssl([
     'x509', '-req', '-in', csr,
     '-CA', o.ca.cert, '-CAkey', o.ca.key, '-set_serial', serial(),
-    '-sha256', '-days', String(o.days ?? 30),
+    '-sha256', '-days', String(o.days ?? 365),
     '-extfile', ext, '-extensions', 'leaf',
     '-out', cert,
   ], { backdateDays: o.backdateDays });
@@ -176,7 +176,7 @@ export async function makePki(dir: string, opts: PkiOptions): Promise<Pki> {
   const reqConfig = join(root, 'req.cnf');
   await writeFile(reqConfig, REQ_CONFIG);
   const backdateDays = opts.backdateDays;
-  const days = (opts.days ?? 30) + (backdateDays ?? 0);
+  const days = (opts.days ?? 365) + (backdateDays ?? 0);
 
   const [ca, rogueCa] = await Promise.all([
     makeCa(root, 'ca', 'nbackup test CA', reqConfig, backdateDays),

@@ -30,6 +30,6 @@ export async function serveAbort(ctx: ServerContext, conn: Connection, ab: Sessi
     ctx.log.info({ ...sessionContext(session), remote, reason: ab.reason }, 'abort came while the session was being committed; the commit goes on');
     return answer(AbortStatus.COMMITTED);
   }
-  await ctx.registry.discard(session, `aborted by the agent: ${ab.reason}`);
+  await ctx.registry.discard(session, `aborted by the agent: ${ab.reason}`, 'aborted');
   answer(AbortStatus.DISCARDED);
 }

@@ -32,6 +32,7 @@ export async function serveJoin(ctx: ServerContext, conn: Connection, join: Para
       stream.recovered = null;
     }
     const fields = { ...sessionContext(session), remote, stream: stream.index, lastOffset: stream.bytes, joins: stream.joins };
+    if (stream.joins > 1) ctx.metrics.rejoined();
     ctx.log.info(fields, stream.joins > 1 ? 'stream re-joined' : 'stream joined');
     const end = await receiveChunks(chunks, stream, socket, conn.frames.detach(), ctx.config.server.idle_timeout);
     if (end.how === 'broken' && !session.closed) {

@@ -43,6 +43,7 @@ export async function serveResume(ctx: ServerContext, conn: Connection, rs: Resu
     }
   }
   session.resumes++;
+  ctx.metrics.resumed();
   const fields = { ...sessionContext(session), remote, resumes: session.resumes };
   if (session.mode === 'parallel') {
     socket.write(encodeResumeAck({ status: ResumeStatus.OK, lastOffset: 0 }));
