@@ -28,6 +28,11 @@ export class SessionRegistry {
   private readonly claims = new Set<string>();
   private readonly ttlTimers = new Map<Session, NodeJS.Timeout>();
   private readonly committedById = new Map<string, CommittedSession>();
+  /**
+   * Sessions whose GO has gone out but which are not registered yet (the mode frame, journal and
+   * record come first): a stream that joins at once waits for them instead of hearing NOT_FOUND.
+   */
+  private readonly starting = new Map<string, { ready: Promise<void>; done: () => void }>();
 
   /** Told when a session stops holding an admission slot (discarded, or its connection lost). */
   onRelease: (key: string) => void = () => undefined;
@@ -60,6 +65,31 @@ export class SessionRegistry {
     claim.release();
     this.byKey.set(session.key, session);
     this.byIdMap.set(session.id, session);
+    this.started(session.id);
+  }
+
+  /** The session `id` was announced to its agent (GO) and is being set up. */
+  announce(id: string): void {
+    let done = (): void => undefined;
+    const ready = new Promise<void>((resolve) => (done = resolve));
+    this.starting.set(id, { ready, done });
+  }
+
+  /** Set-up of `id` is over, registered or not: whoever waits for it looks again. */
+  started(id: string): void {
+    this.starting.get(id)?.done();
+    this.starting.delete(id);
+  }
+
+  /** The session `id`, waiting (at most `timeoutMs`) for one that was announced but not yet set up. */
+  async byIdWhenReady(id: string, timeoutMs: number): Promise<Session | undefined> {
+    const pending = this.starting.get(id);
+    if (pending) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([pending.ready, new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    }
+    return this.byIdMap.get(id);
   }
 
   /** The live sessions (not committed, not discarded). */

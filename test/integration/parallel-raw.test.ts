@@ -232,3 +232,33 @@ test('raw: a primary that half-closes before its trailer is closed by the server
     await env.server.stop();
   }
 });
+
+test('raw: a stream that joins between GO and the ParallelInit waits for its session instead of hearing NOT_FOUND', { timeout: TEST_TIMEOUT }, async () => {
+  const env = await setup('raw-early-join');
+  const clients: RawClient[] = [];
+  try {
+    const primary = await rawOpen(env);
+    clients.push(primary);
+    const ack = await rawHandshake(primary, { agent: 'agent-a', backup: 'early' });
+    assert.equal(ack.status, AckStatus.GO, ack.message);
+    // The join goes first and is read by the server before the session exists.
+    const stream = await rawOpen(env);
+    clients.push(stream);
+    stream.write(encodeParallelJoin({ sessionId: ack.sessionId, streamIndex: 0 }));
+    const early = stream.read(decodeParallelAck, 5000, 'ParallelACK of the early join');
+    await env.server.waitForLog((l) => l.msg === 'session started' && l.session === ack.sessionId, 5000);
+    primary.write(encodeParallelInit({ maxStreams: 1, chunkSize: 64 * KiB }));
+    assert.deepEqual(await early, { status: ParallelStatus.OK, lastOffset: 0 });
+    // A session that never gets its mode frame does not hold an early join forever.
+    const other = await rawOpen(env);
+    clients.push(other);
+    const ack2 = await rawHandshake(other, { agent: 'agent-a', backup: 'never-init' });
+    assert.equal(ack2.status, AckStatus.GO);
+    const waiting = await rawJoin(env, ack2.sessionId, 0, 10_000);
+    clients.push(waiting.c);
+    assert.deepEqual(waiting.ack, { status: ParallelStatus.NOT_FOUND, lastOffset: 0 });
+    assertNoInternalError(env.server);
+  } finally {
+    for (const c of clients) c.destroy();
+  }
+});

@@ -43,6 +43,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   }
   const who: SessionIdentity = { id, agent: hs.agent, storage, backup: hs.backup, temp, version: conn.version, format };
   const ctxFields = { session: id, agent: hs.agent, storage: storage.name, backup: hs.backup };
+  ctx.registry.announce(id);
   socket.write(encodeAck({ status: AckStatus.GO, message: '', sessionId: id }));
   ctx.log.info({ ...ctxFields, remote, format }, 'session started');
   const files = sessionFiles(temp.path);
@@ -57,6 +58,7 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
     if (session?.mode === 'parallel') await session.chunks.assembler.dispose();
     await storage.removeTemp(temp);
     ctx.log.warn({ ...ctxFields, reason: `no usable stream mode: ${errorMessage(err)}` }, 'session discarded');
+    ctx.registry.started(id);
     throw err;
   }
   ctx.registry.add(session, claim);

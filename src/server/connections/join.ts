@@ -11,7 +11,8 @@ export async function serveJoin(ctx: ServerContext, conn: Connection, join: Para
     ctx.log.warn({ remote, session: join.sessionId, stream: join.streamIndex, reason: why }, 'stream join refused');
     socket.end(encodeParallelAck({ status, lastOffset: 0 }));
   };
-  const session = ctx.registry.byId(join.sessionId);
+  // A stream may race its session's set-up (GO is out before the mode frame is read): wait for it.
+  const session = await ctx.registry.byIdWhenReady(join.sessionId, ctx.config.server.handshake_timeout);
   if (!isSupportedVersion(join.version)) return refuse(ParallelStatus.NOT_FOUND, `unsupported protocol version ${join.version}`);
   if (!session || session.closed || session.mode !== 'parallel') return refuse(ParallelStatus.NOT_FOUND, 'unknown or expired parallel session');
   if (peerName(socket) !== session.agent) return refuse(ParallelStatus.NOT_FOUND, 'certificate CN does not match the session agent');
