@@ -260,5 +260,6 @@ test('raw: a stream that joins between GO and the ParallelInit waits for its ses
     assertNoInternalError(env.server);
   } finally {
     for (const c of clients) c.destroy();
+    await env.server.stop();
   }
 });

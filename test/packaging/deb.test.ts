@@ -1,0 +1,99 @@
+/**
+ * packaging/build-deb.sh end to end: both .deb files build, lintian finds no error, they hold
+ * what an operator needs, the units pass `systemd-analyze verify` against the package's own files
+ * and score within the hardening budget, and the packaged commands run from the package tree.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../helpers/proc.js';
+
+const run = promisify(execFile);
+const out = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-deb-'));
+const debs: Record<'agent' | 'server', string> = { agent: '', server: '' };
+
+/** Highest acceptable `systemd-analyze security --offline=true` exposure per unit. */
+const EXPOSURE_LIMIT = { server: 2.0, agent: 4.5 };
+
+describe('.deb packages', { timeout: 600_000 }, () => {
+  before(async () => {
+    const r = await run('bash', [path.join(REPO_ROOT, 'packaging/build-deb.sh')], { cwd: REPO_ROOT, env: { ...process.env, OUTDIR: out }, timeout: 400_000, maxBuffer: 16 << 20 });
+    for (const line of r.stdout.trim().split('\n')) {
+      const m = /nbackup-(agent|server)_[^/]+\.deb$/.exec(line);
+      if (m) debs[m[1] as 'agent' | 'server'] = line;
+    }
+    assert.ok(debs.agent && debs.server, r.stdout);
+  });
+  after(() => fs.rmSync(out, { recursive: true, force: true }));
+
+  for (const role of ['agent', 'server'] as const) {
+    const pkg = `nbackup-${role}`;
+
+    it(`${pkg}: lintian reports no error`, async () => {
+      const r = await run('lintian', ['--no-tag-display-limit', debs[role]], { timeout: 300_000, maxBuffer: 16 << 20 }).catch((e: { stdout: string; stderr: string }) => e);
+      const errors = r.stdout.split('\n').filter((l) => l.startsWith('E:'));
+      assert.deepEqual(errors, [], r.stdout + r.stderr);
+    });
+
+    it(`${pkg}: control fields, conffile, maintainer scripts and the files an operator needs`, async () => {
+      const info = (await run('dpkg-deb', ['-f', debs[role]])).stdout;
+      assert.match(info, new RegExp(`^Package: ${pkg}$`, 'm'));
+      for (const dep of ['libisal2', 'libdeflate0', 'libzstd1', 'adduser']) assert.match(info, new RegExp(`^Depends: .*\\b${dep}\\b`, 'm'));
+      const list = (await run('dpkg-deb', ['-c', debs[role]], { maxBuffer: 64 << 20 })).stdout;
+      for (const f of [
+        `./usr/bin/${pkg}`,
+        `./usr/lib/nbackup/${role}/node`,
+        `./usr/lib/nbackup/${role}/dist/cmd/${pkg}.js`,
+        `./usr/lib/nbackup/${role}/build/Release/nbackup_codec.node`,
+        `./usr/lib/nbackup/${role}/build/Release/nbackup_fs.node`,
+        `./usr/lib/nbackup/${role}/node_modules/commander/package.json`,
+        `./etc/nbackup/${role}.yaml`,
+        `./usr/share/man/man1/${pkg}.1.gz`,
+        `./lib/systemd/system/${pkg}.service`,
+        `./usr/share/doc/${pkg}/copyright`,
+      ]) {
+        assert.ok(list.split('\n').some((l) => l.endsWith(` ${f}`) || l.includes(` ${f} `)), `${f} in the package`);
+      }
+      assert.ok(!/node_modules\/typescript\//.test(list), 'no development dependency');
+      assert.ok(!/\/test\//.test(list.replace(/node_modules\/[^\n]*/g, '')), 'no tests');
+      const ctrl = fs.mkdtempSync(path.join(out, 'ctrl-'));
+      await run('dpkg-deb', ['-e', debs[role], ctrl]);
+      assert.equal(fs.readFileSync(path.join(ctrl, 'conffiles'), 'utf8').trim(), `/etc/nbackup/${role}.yaml`);
+      const postinst = fs.readFileSync(path.join(ctrl, 'postinst'), 'utf8');
+      assert.match(postinst, /adduser --system --group/);
+      assert.match(fs.readFileSync(path.join(ctrl, 'postrm'), 'utf8'), /purge/);
+      for (const s of ['postinst', 'postrm', 'prerm']) await run('sh', ['-n', path.join(ctrl, s)]);
+    });
+
+    it(`${pkg}: the unit passes systemd-analyze verify and scores ≤ ${EXPOSURE_LIMIT[role]}; the packaged command runs`, async () => {
+      const root = fs.mkdtempSync(path.join(out, `root-${role}-`));
+      await run('dpkg-deb', ['-x', debs[role], root], { maxBuffer: 16 << 20 });
+      const unit = path.join(root, 'lib/systemd/system', `${pkg}.service`);
+      const text = fs.readFileSync(unit, 'utf8');
+      assert.doesNotMatch(text, /^\s*MemoryDenyWriteExecute\s*=\s*(yes|true|on|1)\b/im, 'V8 needs W^X off');
+      // The package's own files, on top of the system's units (targets) and /bin/kill (ExecReload).
+      fs.cpSync('/lib/systemd/system', path.join(root, 'lib/systemd/system'), { recursive: true, force: false, errorOnExist: false, verbatimSymlinks: true });
+      fs.mkdirSync(path.join(root, 'bin'), { recursive: true });
+      fs.copyFileSync('/bin/kill', path.join(root, 'bin/kill'));
+      fs.chmodSync(path.join(root, 'bin/kill'), 0o755);
+      const verify = await run('systemd-analyze', ['verify', `--root=${root}`, '--man=no', `/lib/systemd/system/${pkg}.service`]).catch((e: { stdout: string; stderr: string; code: number }) => e);
+      assert.ok(!('code' in verify) || verify.code === 0, `${verify.stdout}${verify.stderr}`);
+      assert.doesNotMatch(verify.stderr, new RegExp(`${pkg}\\.service:`), verify.stderr);
+      const sec = await run('systemd-analyze', ['security', '--offline=true', unit]).catch((e: { stdout: string; stderr: string }) => e);
+      const score = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(sec.stdout)?.[1]);
+      assert.ok(score <= EXPOSURE_LIMIT[role], `exposure ${score} (limit ${EXPOSURE_LIMIT[role]})\n${sec.stdout.split('\n').filter((l) => l.startsWith('✗')).join('\n')}`);
+      console.log(JSON.stringify({ unit: pkg, exposure: score }));
+      const lib = path.join(root, 'usr/lib/nbackup', role);
+      const help = await run(path.join(lib, 'node'), [path.join(lib, 'dist/cmd', `${pkg}.js`), '--help']);
+      assert.match(help.stdout, /Exit status:/);
+      if (role === 'agent') {
+        const version = await run(path.join(lib, 'node'), [path.join(lib, 'dist/cmd', `${pkg}.js`), '--version']);
+        assert.match(version.stdout, /igzip|isa-l/i, `the packaged addon is loaded: ${version.stdout}`);
+      }
+    });
+  }
+});
