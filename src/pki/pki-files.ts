@@ -32,6 +32,7 @@ export function agentFiles(name: string): { cert: string; key: string } {
 
 export async function initCa(cn: string, opts: PkiOptions): Promise<string[]> {
   fs.mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  refuseExisting(opts.dir, CA_FILES);
   return writePair(opts.dir, CA_FILES, await createCa(cn, opts.days));
 }
 
@@ -68,9 +69,11 @@ function refuseExisting(dir: string, files: { cert: string; key: string }): void
   }
 }
 
-/** Writes key (0600) then certificate (0644), each refusing to replace a file; returns their paths. */
+/**
+ * Writes key (0600) then certificate (0644); returns their paths. Callers check for existing files
+ * before generating keys; O_EXCL here still refuses one that appeared since.
+ */
 function writePair(dir: string, files: { cert: string; key: string }, issued: Issued): string[] {
-  refuseExisting(dir, files);
   const key = path.join(dir, files.key);
   const cert = path.join(dir, files.cert);
   writeNew(key, issued.keyPem, 0o600);
