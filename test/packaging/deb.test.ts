@@ -1,11 +1,13 @@
 /**
  * packaging/build-deb.sh end to end: both .deb files build, lintian finds no error, they hold
  * what an operator needs, the units pass `systemd-analyze verify` against the package's own files
- * and score within the hardening budget, and the packaged commands run from the package tree.
+ * and score within the hardening budget, the packaged commands run from the package tree, and both
+ * packages install with apt on a bare Debian 12 made by mmdebstrap, where a backup then runs.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -96,4 +98,44 @@ describe('.deb packages', { timeout: 600_000 }, () => {
       }
     });
   }
+
+  it('bare Debian 12: apt-get install ./both.deb, --help, pki, and a backup over loopback', async (t) => {
+    const mirror = process.env.NBACKUP_TEST_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
+    const unreachable = await fetch(`${mirror}/dists/bookworm/Release`, { method: 'HEAD', signal: AbortSignal.timeout(15_000) })
+      .then((r) => (r.ok ? null : `HTTP ${r.status}`), (e: Error) => e.message);
+    if (unreachable) {
+      t.skip(`this machine cannot reach Debian's packages at ${mirror} (${unreachable})`);
+      return;
+    }
+    const script = path.join(REPO_ROOT, 'test/packaging/in-bare-debian.sh');
+    const port = await freePort();
+    const r = await run('mmdebstrap', [
+      '--variant=minbase', `--mode=${process.getuid?.() === 0 ? 'root' : 'unshare'}`, '--quiet',
+      `--customize-hook=copy-in ${debs.agent} ${debs.server} ${script} /tmp`,
+      `--customize-hook=chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/${path.basename(debs.agent)} /tmp/${path.basename(debs.server)}`,
+      // A clean environment, as under a fresh login: nothing of this machine's leaks in.
+      `--customize-hook=chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PORT=${port} sh /tmp/${path.basename(script)}`,
+      // The root is made in a temporary folder and thrown away (target /dev/null).
+      'bookworm', '/dev/null', mirror,
+    ], { timeout: 400_000, maxBuffer: 64 << 20 }).catch((e: { stdout: string; stderr: string; code: number }) => e);
+    const output = `${r.stdout}\n${r.stderr}`;
+    assert.ok(!('code' in r) || r.code === 0, output.slice(-8000));
+    assert.match(output, /Setting up nbackup-agent /);
+    assert.match(output, /Setting up nbackup-server /);
+    assert.match(output, /compression: gzip levels 1-3 ISA-L/, 'the addon loads against the Debian libraries apt installed');
+    assert.match(output, /nbackup 750 \/etc\/nbackup\/pki/, 'the server owns its PKI folder even when the agent package made it first');
+    assert.match(output, /"msg":"backup committed"/);
+    assert.match(output, /bare Debian 12: backup restored exactly/);
+  });
 });
+
+/** A loopback port free at the time of asking. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
