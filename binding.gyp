@@ -16,7 +16,7 @@
       "targets": [
         {
           "target_name": "nbackup_codec",
-          "sources": ["src/native/codecs.c"],
+          "sources": ["src/native/codecs.c", "src/native/decompress.c"],
           "defines": ["NAPI_VERSION=8", "NBACKUP_ISAL_VERSION=\"<!(pkg-config --modversion libisal)\""],
           "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter", "<!@(pkg-config --cflags libisal libdeflate libzstd)"],
           "cflags!": ["-O3"],

@@ -4,10 +4,10 @@
  */
 
 /** The version byte this implementation speaks (handshake, resume and parallel join). */
-export const PROTOCOL_VERSION = 0x04;
+export const PROTOCOL_VERSION = 0x05;
 
 /** Versions a server built from this code understands; anything else gets REJECT. */
-const SUPPORTED_VERSIONS: readonly number[] = [0x02, 0x03, PROTOCOL_VERSION];
+const SUPPORTED_VERSIONS: readonly number[] = [0x02, 0x03, 0x04, PROTOCOL_VERSION];
 
 export function isSupportedVersion(version: number): boolean {
   return SUPPORTED_VERSIONS.includes(version);
@@ -38,6 +38,10 @@ export const Magic = {
   PING: 'PING',
   CTRL: 'CTRL',
   ABRT: 'ABRT',
+  HLTH: 'HLTH',
+  LIST: 'LIST',
+  READ: 'READ',
+  IDXP: 'IDXP',
   SACK: 'SACK',
   DONE: 'DONE',
   CSAK: 'CSAK',
@@ -61,7 +65,7 @@ export const MagicBytes: Readonly<Record<Magic, Buffer>> = Object.freeze(
 export const MAGIC_SIZE = 4;
 
 /** The magics a client may open a connection with, i.e. what the connection is. */
-export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL', 'ABRT'] as const;
+export const CONNECTION_KINDS = ['NBKP', 'RSME', 'PJIN', 'PING', 'CTRL', 'ABRT', 'HLTH', 'LIST', 'READ', 'IDXP'] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
 
 /** ACK of the NBKP handshake. STORAGE_UNAVAILABLE: version 3. */
@@ -89,6 +93,18 @@ export type ParallelStatus = (typeof ParallelStatus)[keyof typeof ParallelStatus
 /** Health check answer. */
 export const HealthStatus = { READY: 0, BUSY: 1, LOW_DISK: 2, MAINTENANCE: 3 } as const;
 export type HealthStatus = (typeof HealthStatus)[keyof typeof HealthStatus];
+
+/** A storage in a version-5 health report: usable, below its reserve (`min_free`), or not usable at all. */
+export const StorageState = { OK: 0, LOW: 1, UNUSABLE: 2 } as const;
+export type StorageState = (typeof StorageState)[keyof typeof StorageState];
+
+/** Answer to LIST, READ and IDXP (version 5). REJECT: the request is not allowed (the message says why). */
+export const ReadStatus = { OK: 0, NOT_FOUND: 1, REJECT: 2 } as const;
+export type ReadStatus = (typeof ReadStatus)[keyof typeof ReadStatus];
+
+/** What a READ reads: the archive itself or its index. */
+export const ReadTarget = { ARCHIVE: 0, INDEX: 1 } as const;
+export type ReadTarget = (typeof ReadTarget)[keyof typeof ReadTarget];
 
 /** Reason of a ControlAbort (a u32 on the wire). */
 export const AbortReason = { DISK_FULL: 1, SERVER_BUSY: 2, MAINTENANCE: 3 } as const;

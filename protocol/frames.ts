@@ -20,6 +20,7 @@ import { type ConnectionKind, CONNECTION_KINDS } from './constants.js';
 import { type Decoded, parse } from './codec.js';
 import { type ControlOpen, type HealthPing, decodeControlOpen, decodeHealthPing } from './frames-control.js';
 import { type SessionAbort, decodeSessionAbort } from './frames-abort.js';
+import { type HealthRequest, type IndexPut, type ListRequest, type ReadRequest, decodeHealthRequest, decodeIndexPut, decodeListRequest, decodeReadRequest } from './frames-read.js';
 import { type ParallelJoin, decodeParallelJoin } from './frames-parallel.js';
 import { type Handshake, type Resume, decodeHandshake, decodeResume } from './frames-session.js';
 
@@ -28,6 +29,7 @@ export * from './frames-session.js';
 export * from './frames-parallel.js';
 export * from './frames-control.js';
 export * from './frames-abort.js';
+export * from './frames-read.js';
 
 /** What a client's first frame on a new connection is, decoded whole. */
 export type ClientHello =
@@ -36,7 +38,11 @@ export type ClientHello =
   | { kind: 'PJIN'; value: ParallelJoin }
   | { kind: 'PING'; value: HealthPing }
   | { kind: 'CTRL'; value: ControlOpen }
-  | { kind: 'ABRT'; value: SessionAbort };
+  | { kind: 'ABRT'; value: SessionAbort }
+  | { kind: 'HLTH'; value: HealthRequest }
+  | { kind: 'LIST'; value: ListRequest }
+  | { kind: 'READ'; value: ReadRequest }
+  | { kind: 'IDXP'; value: IndexPut };
 
 
 // ─── Connection kind ──────────────────────────────────────────────────────────────────────────
@@ -68,6 +74,14 @@ export function decodeClientHello(buf: Buffer): Decoded<ClientHello> | null {
       return tag(kind, decodeControlOpen(buf));
     case 'ABRT':
       return tag(kind, decodeSessionAbort(buf));
+    case 'HLTH':
+      return tag(kind, decodeHealthRequest(buf));
+    case 'LIST':
+      return tag(kind, decodeListRequest(buf));
+    case 'READ':
+      return tag(kind, decodeReadRequest(buf));
+    case 'IDXP':
+      return tag(kind, decodeIndexPut(buf));
   }
 }
 

@@ -246,7 +246,7 @@ export async function runHealth(address: string | undefined, configPath: string)
   const config = await loadAgentConfig(configPath);
   const target = address === undefined ? config.server : parseHostPort(address, 1);
   if (!target) throw new NbackupError('usage', `"${address}" is not host:port`);
-  const pong = await checkHealth(target, loadMaterial(config), config.retry.connect_timeout);
-  process.stdout.write(`${describeHealth(pong)}\n`);
-  return pong.status === 0 ? 0 : EXIT_BACKUP_FAILED;
+  const answer = await checkHealth(target, loadMaterial(config), config.retry.connect_timeout);
+  process.stdout.write(`${describeHealth(answer)}\n`);
+  return answer.status === 0 ? 0 : EXIT_BACKUP_FAILED;
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { runDaemon, runHealth, runOnce } from '../agent/cli.js';
 import { describeEngines } from '../agent/pipeline/codecs.js';
+import { runFind, runList, runRestore } from '../agent/restore/cli.js';
 import { usageError } from './run-command.js';
 
 /** The nbackup-agent command line: what `--help` prints and what the man page (man-page.ts) is made from. */
@@ -31,6 +32,40 @@ export function agentProgram(): Command {
     .requiredOption('-c, --config <file>', 'agent.yaml (for the certificates)')
     .action(async (address: string | undefined, opts: { config: string }) => {
       process.exitCode = await runHealth(address, opts.config);
+    });
+
+  program
+    .command('list')
+    .description("list this agent's backups on the server: timestamp, age, size, files, format, per backup")
+    .requiredOption('-c, --config <file>', 'agent.yaml')
+    .option('--backup <name>', 'only this backup entry')
+    .action(async (opts: { config: string; backup?: string }) => {
+      process.exitCode = await runList(opts.config, opts.backup);
+    });
+
+  program
+    .command('restore')
+    .description('restore a backup (or the members matching PATTERNs) into a folder, or write the archive to stdout')
+    .argument('[patterns...]', 'globs on member paths (like etc/nginx/** or usr/share/doc/*/copyright); a folder brings what is under it')
+    .requiredOption('-c, --config <file>', 'agent.yaml')
+    .requiredOption('--backup <name>', 'the backup entry')
+    .option('--at <timestamp>', 'latest, or an archive name from `list` (with or without .tar.gz)', 'latest')
+    .option('--to <dir>', 'folder to restore into (created if missing); nothing is written outside it')
+    .option('--stdout', 'write the archive itself to stdout, for | tar -xzf - (its SHA-256 is still checked)')
+    .option('--force', 'replace files that already exist in the folder')
+    .action(async (patterns: string[], opts: { config: string; backup: string; at: string; to?: string; stdout?: boolean; force?: boolean }) => {
+      if (!opts.to && !opts.stdout) throw usageError('restore needs --to <dir> or --stdout');
+      process.exitCode = await runRestore(opts.config, { backup: opts.backup, at: opts.at, to: opts.to, stdout: !!opts.stdout, force: !!opts.force, patterns });
+    });
+
+  program
+    .command('find')
+    .description("in which of this agent's backups a path matching PATTERN exists, with its size and mtime in each")
+    .argument('<pattern>', 'glob on member paths, like etc/hosts or **/nginx.conf')
+    .requiredOption('-c, --config <file>', 'agent.yaml')
+    .option('--backup <name>', 'only this backup entry')
+    .action(async (pattern: string, opts: { config: string; backup?: string }) => {
+      process.exitCode = await runFind(opts.config, pattern, opts.backup);
     });
   return program;
 }

@@ -28,6 +28,9 @@ export function serverConfigSchema(baseDir?: string) {
       if (names.length === 0) {
         ctx.addIssue({ code: 'custom', message: 'expected at least one storage, got an empty mapping', input: map });
       }
+      if (names.length > 255) {
+        ctx.addIssue({ code: 'custom', message: `expected at most 255 storages, got ${names.length}`, input: map });
+      }
       const dirs = new Map<string, string>();
       for (const name of names) {
         const problem = nameProblem(name);

@@ -11,10 +11,12 @@
  *     back with the length written. Both buffers are referenced until then; do not touch them.
  *   bound(engine, length) → the most bytes `length` input bytes can compress to.
  *   versions() → { isal, libdeflate, zstd }: the library versions linked.
+ *   zstdFrame, zstdDecompress: restores (decompress.c).
  *
  * Each pool thread keeps its own compressor state per engine and level (thread-local, made on
  * first use), so a block costs no allocation.
  */
+#include "decompress.h"
 #include <isa-l/igzip_lib.h>
 #include <libdeflate.h>
 #include <node_api.h>
@@ -234,6 +236,8 @@ NAPI_MODULE_INIT() {
       {"compress", NULL, js_compress, NULL, NULL, NULL, napi_enumerable, NULL},
       {"bound", NULL, js_bound, NULL, NULL, NULL, napi_enumerable, NULL},
       {"versions", NULL, js_versions, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"zstdFrame", NULL, js_zstd_frame, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"zstdDecompress", NULL, js_zstd_decompress, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CHUNK_HEADER_SIZE } from '../../protocol/constants.js';
 import { errorMessage } from '../errors.js';
-import { ARCHIVE_EXTENSION } from './archive-names.js';
+import { ARCHIVE_EXTENSION } from '../archive/names.js';
 import { BodyReceiver } from './body-receiver.js';
 import { ChunkAssembler, type AssemblerState } from './chunk-assembler.js';
 import { ChunkJournal, type ChunkRecord } from './chunk-journal.js';

@@ -42,7 +42,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
   session.committing = true;
   try {
     const tempPath = session.temp.path;
-    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize);
+    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize, result.sha256);
     const files = sessionFiles(tempPath);
     if (clockBehindMs > 0) {
       log.warn(
@@ -51,7 +51,7 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
       );
     }
     session.closed = true;
-    registry.committed(session, result.dataSize, Buffer.from(result.sha256, 'hex'));
+    registry.committed(session, result.dataSize, Buffer.from(result.sha256, 'hex'), file);
     if (session.mode === 'parallel') {
       session.chunks.closeAll();
       await session.chunks.assembler.dispose();

@@ -13,6 +13,8 @@ export interface CommittedSession {
   readonly storage: string;
   readonly size: number;
   readonly sha256: Buffer;
+  /** The committed archive (where its index goes, IDXP). */
+  readonly file: string;
 }
 
 export interface Claim {
@@ -134,9 +136,9 @@ export class SessionRegistry {
   }
 
   /** A session was committed: forget it as live, remember it as committed for the TTL. */
-  committed(session: Session, size: number, sha256: Buffer): void {
+  committed(session: Session, size: number, sha256: Buffer, file: string): void {
     this.forget(session);
-    this.committedById.set(session.id, { agent: session.agent, storage: session.storage.name, size, sha256 });
+    this.committedById.set(session.id, { agent: session.agent, storage: session.storage.name, size, sha256, file });
     setTimeout(() => this.committedById.delete(session.id), this.ttlMs).unref();
   }
 

@@ -11,8 +11,11 @@ import { adoptSessions } from './adoption.js';
 import { serveAbort } from './connections/abort.js';
 import { serveBackup } from './connections/backup.js';
 import { serveControl } from './connections/control.js';
-import { serveHealth } from './connections/health.js';
+import { serveHealth, serveHealthReport } from './connections/health.js';
+import { serveIndexPut } from './connections/index-put.js';
 import { serveJoin } from './connections/join.js';
+import { serveList } from './connections/list.js';
+import { serveRead } from './connections/read.js';
 import { serveResume } from './connections/resume.js';
 import type { Connection, ServerContext } from './context.js';
 import { AdmissionGate } from './control/admission-gate.js';
@@ -158,6 +161,14 @@ export class BackupServer {
         return serveJoin(this.ctx, conn, hello.value);
       case 'PING':
         return serveHealth(this.ctx, conn);
+      case 'HLTH':
+        return serveHealthReport(this.ctx, conn);
+      case 'LIST':
+        return serveList(this.ctx, conn, hello.value);
+      case 'READ':
+        return serveRead(this.ctx, conn, hello.value);
+      case 'IDXP':
+        return serveIndexPut(this.ctx, conn, hello.value);
       case 'ABRT':
         return serveAbort(this.ctx, conn, hello.value);
       case 'CTRL':

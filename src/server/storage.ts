@@ -3,7 +3,8 @@ import path from 'node:path';
 import { nameProblem } from '../../protocol/names.js';
 import type { ArchiveFormat, StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
-import { ARCHIVE_EXTENSION, archiveName, isArchiveName, nextArchiveTime } from './archive-names.js';
+import { ARCHIVE_EXTENSION, archiveName, isArchiveName, nextArchiveTime } from '../archive/names.js';
+import { dirEntries, orphanSidecars, removeArchive, shaLine, SHA_SUFFIX, writeFileAtomic } from './catalog.js';
 import { sessionFiles } from './session-record.js';
 import { SpaceGuard } from './space-guard.js';
 
@@ -107,11 +108,12 @@ export class Storage {
    * the archive), fsync, close, link it to its timestamp name, remove the temporary name, fsync the
    * directory, then rotate. `temp.fd` is -1 from the moment the descriptor is closed.
    *
+   * The SHA-256 goes beside it (`<archive>.sha256`, catalog.ts) before the temporary name is removed.
    * The name is the commit time, or just after the newest archive when the clock is behind it
    * (`clockBehindMs` then says by how much), so names sort in commit order; and rotation never
    * removes the archive just committed.
    */
-  async commit(temp: TempFile, dataSize: number, now = Date.now()): Promise<{ file: string; removed: string[]; clockBehindMs: number }> {
+  async commit(temp: TempFile, dataSize: number, sha256Hex: string, now = Date.now()): Promise<{ file: string; removed: string[]; clockBehindMs: number }> {
     const format: ArchiveFormat = temp.path.endsWith(`.${ARCHIVE_EXTENSION.zstd}${TEMP_SUFFIX}`) ? 'zstd' : 'gzip';
     const dir = path.dirname(temp.path);
     await new Promise<void>((resolve, reject) => fs.ftruncate(temp.fd, dataSize, (err) => (err ? reject(err) : resolve())));
@@ -133,6 +135,7 @@ export class Storage {
       }
     }
     if (!final) throw new NbackupError('storage', `no free backup name in ${dir}`);
+    await writeFileAtomic(dir, path.basename(final) + SHA_SUFFIX, shaLine(final, sha256Hex));
     await fs.promises.unlink(temp.path);
     await fsyncDir(dir);
     const removed = await this.rotate(dir, path.basename(final));
@@ -151,9 +154,11 @@ export class Storage {
 
   /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones, never `keep`. */
   async rotate(dir: string, keep: string): Promise<string[]> {
-    const names = (await fs.promises.readdir(dir)).filter((n) => isArchiveName(n) && n !== keep).sort();
+    const all = await fs.promises.readdir(dir);
+    const names = all.filter((n) => isArchiveName(n) && n !== keep).sort();
     const excess = names.slice(0, Math.max(0, names.length - (this.config.max_backups - 1)));
-    for (const n of excess) await fs.promises.rm(path.join(dir, n), { force: true });
+    for (const n of excess) await removeArchive(path.join(dir, n));
+    for (const n of orphanSidecars(all)) await fs.promises.rm(path.join(dir, n), { force: true });
     if (excess.length > 0) await fsyncDir(dir);
     return excess.map((n) => path.join(dir, n));
   }
@@ -161,27 +166,16 @@ export class Storage {
   /** Every session's files under this storage: `<base>/<agent>/<backup>/.*.tmp`. */
   async tempFiles(): Promise<string[]> {
     const out: string[] = [];
-    const agents = await readdirOrEmpty(this.baseDir);
+    const agents = await dirEntries(this.baseDir);
     for (const a of agents) {
-      const backups = await readdirOrEmpty(path.join(this.baseDir, a));
+      const backups = await dirEntries(path.join(this.baseDir, a));
       for (const b of backups) {
-        for (const f of await readdirOrEmpty(path.join(this.baseDir, a, b))) {
+        for (const f of await dirEntries(path.join(this.baseDir, a, b))) {
           if (f.startsWith('.') && f.endsWith(TEMP_SUFFIX)) out.push(path.join(this.baseDir, a, b, f));
         }
       }
     }
     return out;
-  }
-}
-
-async function readdirOrEmpty(dir: string): Promise<string[]> {
-  try {
-    const ents = await fs.promises.readdir(dir, { withFileTypes: true });
-    return ents.filter((e) => !e.isSymbolicLink()).map((e) => e.name);
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return [];
-    throw err;
   }
 }
 

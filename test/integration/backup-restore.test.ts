@@ -185,7 +185,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
   it('health prints READY and the free space', async () => {
     const r = await runAgent(['health', `127.0.0.1:${server!.port}`, '--config', agentYaml], { timeoutMs: 20_000 });
     assert.equal(r.code, 0, showRun(r));
-    assert.match(r.stdout, /^READY\b/m, showRun(r));
+    assert.match(r.stdout, /^READY free=\S+ \(\d+ bytes\) on storage "\w+" \(reserve \S+\)$/m, showRun(r));
     const m = /(\d+) bytes/.exec(r.stdout) ?? /free[^\d]*(\d+)/i.exec(r.stdout);
     assert.ok(m, `no free-space figure in the output\n${showRun(r)}`);
     const reported = Number(m[1]);

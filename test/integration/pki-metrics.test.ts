@@ -163,6 +163,12 @@ describe('built-in PKI, then metrics over two backups', { timeout: 120_000 }, ()
     assert.equal(body.storages.reserve.ok, false);
     assert.match(body.storages.reserve.problem ?? '', /min_free/);
     assert.equal((await fetch(`${base}/other`)).status, 404);
+    // `health` names the storage below its reserve first, then every storage.
+    const cliHealth = await runAgent(['health', '--config', agentYaml], { timeoutMs: 20_000 });
+    assert.equal(cliHealth.code, 1, showRun(cliHealth));
+    assert.match(cliHealth.stdout, /^LOW DISK free=\S+ \(\d+ bytes\) on storage "reserve" \(reserve 1000tb\)$/m, showRun(cliHealth));
+    assert.match(cliHealth.stdout, /^  main: OK, free \S+, reserve 64mb$/m, showRun(cliHealth));
+    assert.match(cliHealth.stdout, /^  reserve: LOW, free \S+, reserve 1000tb$/m, showRun(cliHealth));
     assert.equal((await fetch(`${base}/metrics`, { method: 'POST' })).status, 405);
 
     // An agent whose certificate runs out within 30 days says so at start, and still backs up.

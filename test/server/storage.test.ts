@@ -5,7 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
+import crypto from 'node:crypto';
 import { Storage } from '../../src/server/storage.js';
+
+const sha = (b: Buffer | string): string => crypto.createHash('sha256').update(b).digest('hex');
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-storage-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -59,16 +62,19 @@ test('commit cuts the trailer off, names the file by its UTC commit time and rem
   const data = Buffer.from('compressed bytes');
   const temp = await tempWith(s, 'id-2', data);
   const when = Date.parse('2026-02-11T02:00:00.123Z');
-  const { file, removed } = await s.commit(temp, data.length, when);
+  const { file, removed } = await s.commit(temp, data.length, sha(data), when);
   assert.equal(path.basename(file), '2026-02-11T02-00-00-123.tar.gz');
   assert.ok(fs.readFileSync(file).equals(data), 'exactly the data, without the trailer');
   assert.equal(temp.fd, -1, 'the descriptor was closed');
   assert.equal(fs.existsSync(temp.path), false);
   assert.deepEqual(removed, []);
+  // The SHA-256 lies beside it in sha256sum's format, and sha256sum agrees.
+  assert.equal(fs.readFileSync(`${file}.sha256`, 'utf8'), `${sha(data)}  2026-02-11T02-00-00-123.tar.gz\n`);
+  await new Promise<void>((resolve, reject) => execFile('sha256sum', ['-c', `${path.basename(file)}.sha256`], { cwd: path.dirname(file) }, (err) => (err ? reject(err) : resolve())));
   // A second commit in the same millisecond does not overwrite the first.
-  const again = await s.commit(await tempWith(s, 'id-3', data), data.length, when);
+  const again = await s.commit(await tempWith(s, 'id-3', data), data.length, sha(data), when);
   assert.equal(path.basename(again.file), '2026-02-11T02-00-00-124.tar.gz');
-  assert.equal(fs.readdirSync(path.dirname(file)).length, 2);
+  assert.equal(fs.readdirSync(path.dirname(file)).filter((f) => NAME.test(f)).length, 2);
 });
 
 test('rotation keeps the newest max_backups archives and leaves every other file alone', async () => {
@@ -82,28 +88,29 @@ test('rotation keeps the newest max_backups archives and leaves every other file
       fs.writeFileSync(path.join(dir, 'README'), 'operator notes');
       fs.writeFileSync(path.join(dir, '.other-session.tar.gz.tmp'), 'in progress');
     }
-    const { file, removed } = await s.commit(temp, 8, Date.UTC(2026, 0, 1 + i));
+    const { file, removed } = await s.commit(temp, 8, sha(`backup ${i}`), Date.UTC(2026, 0, 1 + i));
     files.push(file);
     assert.deepEqual(removed, i < 2 ? [] : [files[i - 2]]);
   }
   const left = fs.readdirSync(dir).sort();
-  assert.deepEqual(left, ['.other-session.tar.gz.tmp', path.basename(files[2]), path.basename(files[3]), 'README'].sort());
+  const kept = [files[2], files[3]].flatMap((f) => [path.basename(f), `${path.basename(f)}.sha256`]);
+  assert.deepEqual(left, ['.other-session.tar.gz.tmp', ...kept, 'README'].sort(), 'archives go with their sidecars');
   assert.ok(left.filter((f) => NAME.test(f)).length === 2);
 });
 
 test('a clock set back never names a new archive before the newest, and rotation never removes it', async () => {
   const s = storage(2);
   const day = (d: number) => Date.UTC(2026, 5, d, 12);
-  await s.commit(await tempWith(s, 'c1', Buffer.from('one')), 3, day(10));
-  await s.commit(await tempWith(s, 'c2', Buffer.from('two')), 3, day(11));
+  await s.commit(await tempWith(s, 'c1', Buffer.from('one')), 3, sha('one'), day(10));
+  await s.commit(await tempWith(s, 'c2', Buffer.from('two')), 3, sha('two'), day(11));
   // The clock is now a year behind the newest archive.
   const behind = Date.UTC(2025, 5, 11, 12);
-  const { file, removed, clockBehindMs } = await s.commit(await tempWith(s, 'c3', Buffer.from('three')), 5, behind);
+  const { file, removed, clockBehindMs } = await s.commit(await tempWith(s, 'c3', Buffer.from('three')), 5, sha('three'), behind);
   assert.equal(path.basename(file), '2026-06-11T12-00-00-001.tar.gz', 'named just after the newest archive');
   assert.equal(clockBehindMs, day(11) - behind);
   assert.deepEqual(removed.map((f) => path.basename(f)), ['2026-06-10T12-00-00-000.tar.gz']);
   assert.equal(fs.readFileSync(file, 'utf8'), 'three', 'the archive just committed is kept');
-  const names = fs.readdirSync(path.dirname(file)).sort();
+  const names = fs.readdirSync(path.dirname(file)).filter((f) => NAME.test(f)).sort();
   assert.equal(names[names.length - 1], path.basename(file), 'and sorts last');
 });
 
@@ -135,7 +142,7 @@ test('commit fsyncs the file before linking it into place, then fsyncs the direc
     const s = new Storage('t', { base_dir: ${JSON.stringify(base)}, max_backups: 5, min_free: 0, assembler_pending_mem_limit: 1 });
     const temp = await s.createTemp('agent', 'backup', 'traced');
     fs.writeSync(temp.fd, Buffer.alloc(100 + 44, 1));
-    process.stdout.write((await s.commit(temp, 100)).file);
+    process.stdout.write((await s.commit(temp, 100, '0'.repeat(64))).file);
   `;
   const log = path.join(root, 'strace.log');
   const out = await new Promise<string>((resolve, reject) =>

@@ -1,0 +1,97 @@
+import { ReadTarget } from '../../../protocol/constants.js';
+import type { ArchiveInfo } from '../../../protocol/frames.js';
+import { loadAgentConfig } from '../../config/index.js';
+import { formatBytes } from '../../config/units.js';
+import { NbackupError } from '../../errors.js';
+import { EXIT_BACKUP_FAILED } from '../../exit-codes.js';
+import { loadTlsMaterial } from '../../tls/material.js';
+import { decompressor } from './decompress.js';
+import { displayName, realName } from './extract.js';
+import { formatOf, listTable, memberMatcher, restore, shownTime } from './commands.js';
+import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
+import { TarReader } from './tar-reader.js';
+
+async function endpoint(configPath: string): Promise<{ ep: ReadEndpoint; config: Awaited<ReturnType<typeof loadAgentConfig>> }> {
+  const config = await loadAgentConfig(configPath);
+  const material = loadTlsMaterial({ ca: config.tls.ca_cert, cert: config.tls.client_cert, key: config.tls.client_key });
+  return { config, ep: { server: config.server, material, agent: config.agent.name, timeoutMs: config.retry.read_timeout } };
+}
+
+/** `list [--backup B]`. */
+export async function runList(configPath: string, backup: string | undefined): Promise<number> {
+  const { ep } = await endpoint(configPath);
+  process.stdout.write(listTable(await listRemote(ep, backup ?? '')));
+  return 0;
+}
+
+/** `restore --backup B [--at T] (--to DIR | --stdout) [--force] [PATTERN…]`. */
+export async function runRestore(
+  configPath: string,
+  o: { backup: string; at: string; to?: string; stdout: boolean; force: boolean; patterns: string[] },
+): Promise<number> {
+  if (o.stdout && o.to) throw new NbackupError('usage', '--stdout and --to exclude each other');
+  if (o.stdout && o.patterns.length) throw new NbackupError('usage', '--stdout writes the whole archive; patterns go with --to');
+  if (o.stdout && process.stdout.isTTY) throw new NbackupError('usage', '--stdout writes a compressed archive: pipe it (| tar -xzf -), not to a terminal');
+  const { ep, config } = await endpoint(configPath);
+  let problems = 0;
+  const r = await restore(ep, config, {
+    ...o,
+    onProblem: (p, message) => {
+      problems++;
+      process.stderr.write(`nbackup-agent: ${p}: ${message}\n`);
+    },
+  });
+  const what = `${r.archive.backup} ${shownTime(r.archive.name)} (${r.archive.storage}/${r.archive.name})`;
+  const check = r.verified ? 'SHA-256 verified' : 'no SHA-256 recorded for it: not verified';
+  if (r.stats) {
+    const s = r.stats;
+    process.stderr.write(
+      `restored ${what} into ${o.to}: ${s.files} files (${formatBytes(s.bytes)}), ${s.directories} folders, ${s.symlinks} symlinks, ${s.hardlinks} hard links, ${s.others} others; ${check}` +
+        `${problems ? `; ${problems} members NOT restored (above)` : ''}\n`,
+    );
+  } else {
+    process.stderr.write(`wrote ${what} to stdout; ${check}\n`);
+  }
+  return problems > 0 ? EXIT_BACKUP_FAILED : 0;
+}
+
+/** `find PATTERN [--backup B]`: every archive holding a matching path, with its size and mtime there. */
+export async function runFind(configPath: string, pattern: string, backup: string | undefined): Promise<number> {
+  const { ep } = await endpoint(configPath);
+  const match = memberMatcher([pattern])!;
+  const archives = await listRemote(ep, backup ?? '');
+  let hits = 0;
+  for (const a of archives) {
+    await eachMember(ep, a, (m) => {
+      if (!match(m.name)) return;
+      hits++;
+      process.stdout.write(`${a.backup}  ${shownTime(a.name)}  ${m.type.padEnd(9)}  ${String(m.size).padStart(12)}  ${new Date(m.mtime * 1000).toISOString()}  ${m.name}\n`);
+    });
+  }
+  if (hits === 0) process.stderr.write(`nbackup-agent: nothing matches ${JSON.stringify(pattern)} in ${archives.length} archives\n`);
+  return hits > 0 ? 0 : EXIT_BACKUP_FAILED;
+}
+
+interface MemberRow {
+  name: string;
+  type: string;
+  size: number;
+  mtime: number;
+}
+
+/** Each member of one archive, from its tar headers (the data is decompressed and skipped). */
+async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, onMember: (m: MemberRow) => void): Promise<void> {
+  const { stream } = await readRemote(ep, a, ReadTarget.ARCHIVE);
+  const tar = stream.pipe(decompressor(formatOf(a.name)));
+  stream.on('error', (err) => tar.destroy(err));
+  const reader = new TarReader(tar);
+  try {
+    for (let m = await reader.next(); m !== null; m = await reader.next()) {
+      const real = realName(m);
+      onMember({ name: displayName(real.name), type: m.type, size: real.sparse ? real.sparse.realSize : m.size, mtime: m.mtime });
+    }
+  } finally {
+    await reader.close();
+    stream.destroy();
+  }
+}

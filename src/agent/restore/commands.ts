@@ -1,0 +1,149 @@
+import crypto from 'node:crypto';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import picomatch from 'picomatch';
+import { ReadTarget } from '../../../protocol/constants.js';
+import type { ArchiveInfo } from '../../../protocol/frames.js';
+import { archiveTime } from '../../archive/names.js';
+import type { AgentConfig } from '../../config/index.js';
+import { formatBytes, formatDuration } from '../../config/units.js';
+import { NbackupError } from '../../errors.js';
+import { decompressor } from './decompress.js';
+import { Extractor, type ExtractStats } from './extract.js';
+import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
+import { TarReader } from './tar-reader.js';
+
+/** `list`, `restore` and `find` of nbackup-agent: the agent's own backups, over the read side (protocol v5). */
+
+export function formatOf(name: string): 'gzip' | 'zstd' {
+  return name.endsWith('.tar.zst') ? 'zstd' : 'gzip';
+}
+
+/** `2026-11-22T01-39-38-242.tar.gz` → `2026-11-22 01:39:38.242 UTC`. */
+export function shownTime(name: string): string {
+  const t = archiveTime(name);
+  return t === null ? name : new Date(t).toISOString().replace('T', ' ').replace('Z', ' UTC');
+}
+
+/** The table of `list`: one block per backup, oldest first. */
+export function listTable(archives: readonly ArchiveInfo[], now = Date.now()): string {
+  if (archives.length === 0) return 'no backups on the server for this agent\n';
+  const byBackup = new Map<string, ArchiveInfo[]>();
+  for (const a of archives) byBackup.set(a.backup, [...(byBackup.get(a.backup) ?? []), a]);
+  const out: string[] = [];
+  for (const [backup, rows] of [...byBackup].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    rows.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    out.push(`backup ${backup}: ${rows.length} archive${rows.length === 1 ? '' : 's'}`);
+    const table = [['TIMESTAMP', 'AGE', 'SIZE', 'FILES', 'FORMAT', 'STORAGE', 'SHA-256']];
+    for (const a of rows) {
+      const t = archiveTime(a.name);
+      table.push([
+        shownTime(a.name),
+        t === null ? '?' : formatDuration(Math.max(0, Math.floor((now - t) / 1000) * 1000)),
+        formatBytes(a.size),
+        a.files === null ? '-' : String(a.files),
+        formatOf(a.name),
+        a.storage,
+        a.sha256 ? a.sha256.toString('hex').slice(0, 16) : '-',
+      ]);
+    }
+    const widths = table[0].map((_, i) => Math.max(...table.map((r) => r[i].length)));
+    for (const r of table) out.push(`  ${r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}`);
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** The archive `--at` names among a backup's: `latest`, a name, or a name without its extension. */
+export function pickArchive(archives: readonly ArchiveInfo[], backup: string, at: string): ArchiveInfo {
+  const mine = archives.filter((a) => a.backup === backup).sort((a, b) => (a.name < b.name ? -1 : 1));
+  if (mine.length === 0) throw new NbackupError('source', `no backups of "${backup}" on the server`);
+  if (at === 'latest') return mine[mine.length - 1];
+  const found = mine.find((a) => a.name === at || a.name.replace(/\.tar\.(gz|zst)$/, '') === at);
+  if (!found) throw new NbackupError('usage', `no archive "${at}" in backup "${backup}"; nbackup-agent list --backup ${backup} shows them`);
+  return found;
+}
+
+/** Patterns as `find` and `restore` take them: globs on member names, a leading "/" ignored, a folder's name selecting what is under it. */
+export function memberMatcher(patterns: readonly string[]): ((name: string) => boolean) | undefined {
+  if (patterns.length === 0) return undefined;
+  const globs = patterns.map((p) => p.replace(/^\/+/, '').replace(/\/+$/, ''));
+  const match = picomatch(globs, { dot: true });
+  return (name) => {
+    if (match(name)) return true;
+    // A match on any folder above it selects the member too.
+    for (let i = name.indexOf('/'); i > 0; i = name.indexOf('/', i + 1)) if (match(name.slice(0, i))) return true;
+    return false;
+  };
+}
+
+/** Counts and hashes bytes on their way through. */
+class Tap extends Transform {
+  readonly hash = crypto.createHash('sha256');
+  bytes = 0;
+  override _transform(chunk: Buffer, _e: BufferEncoding, done: (err: null, chunk: Buffer) => void): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    done(null, chunk);
+  }
+}
+
+function checkSha(a: ArchiveInfo, tap: Tap): void {
+  if (tap.bytes !== a.size) throw new NbackupError('checksum', `read ${tap.bytes} bytes of ${a.name}, expected ${a.size}`);
+  if (!a.sha256) return;
+  const got = tap.hash.digest();
+  if (!got.equals(a.sha256)) {
+    throw new NbackupError('checksum', `SHA-256 of ${a.name} is ${got.toString('hex')}, the server recorded ${a.sha256.toString('hex')}: the archive is damaged`);
+  }
+}
+
+export interface RestoreOptions {
+  backup: string;
+  at: string;
+  to?: string;
+  stdout: boolean;
+  force: boolean;
+  patterns: string[];
+  onProblem: (path: string, message: string) => void;
+}
+
+export interface RestoreResult {
+  archive: ArchiveInfo;
+  stats: ExtractStats | null;
+  /** Whether the whole archive was read and its SHA-256 checked against the one recorded. */
+  verified: boolean;
+}
+
+/** Streams one archive from the server and extracts it (or writes it to stdout). */
+export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreOptions): Promise<RestoreResult> {
+  if (!config.backups.some((b) => b.name === o.backup)) {
+    throw new NbackupError('usage', `"${o.backup}" is not a backup entry of this agent (${config.backups.map((b) => b.name).join(', ')})`);
+  }
+  const archive = pickArchive(await listRemote(ep, o.backup), o.backup, o.at);
+  const tap = new Tap();
+  if (o.stdout) {
+    const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
+    await pipeline(stream, tap, process.stdout, { end: false });
+    checkSha(archive, tap);
+    return { archive, stats: null, verified: archive.sha256 !== null };
+  }
+  if (!o.to) throw new NbackupError('usage', 'restore needs --to DIR (or --stdout)');
+  const extractor = new Extractor({
+    dir: path.resolve(o.to),
+    select: memberMatcher(o.patterns),
+    force: o.force,
+    owners: process.getuid?.() === 0,
+    onProblem: o.onProblem,
+  });
+  const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
+  const tarStream = stream.pipe(tap).pipe(decompressor(formatOf(archive.name)));
+  stream.on('error', (err) => tarStream.destroy(err));
+  tap.on('error', (err) => tarStream.destroy(err));
+  const reader = new TarReader(tarStream);
+  await extractor.run(reader);
+  extractor.finish();
+  // Whatever follows the end-of-archive records is still read, so that the SHA-256 covers it all.
+  await reader.drain();
+  checkSha(archive, tap);
+  return { archive, stats: extractor.stats, verified: archive.sha256 !== null };
+}

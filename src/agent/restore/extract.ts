@@ -1,0 +1,255 @@
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { errnoCode, errorMessage } from '../../errors.js';
+import { writeSparse } from './sparse-write.js';
+import type { TarMember, TarReader } from './tar-reader.js';
+
+/**
+ * Writes tar members under one folder and nowhere else. A member is refused, with a message, when
+ * its name is absolute or has a `..` component, or when any folder on its way (or a hard link's
+ * target's way) is not a real directory — a symlink made by an earlier member or found in the
+ * folder is never followed. Files are created O_EXCL|O_NOFOLLOW; an existing entry is replaced
+ * only with `force`. Folder modes and times are set last, deepest first, so that a read-only
+ * folder does not stop its own contents.
+ */
+export interface ExtractOptions {
+  /** The target folder (absolute); created if missing. */
+  dir: string;
+  /** Which members to restore; all when absent. */
+  select?: (name: string) => boolean;
+  force: boolean;
+  /** Set owners (root only). */
+  owners: boolean;
+  onProblem: (path: string, message: string) => void;
+}
+
+export interface ExtractStats {
+  files: number;
+  bytes: number;
+  directories: number;
+  symlinks: number;
+  hardlinks: number;
+  others: number;
+  /** Members that were not restored (each was reported). */
+  problems: number;
+}
+
+const SLASH = 0x2f;
+const O_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+
+/** Why a name may not be written under the target folder, or null. */
+export function unsafeName(name: Buffer): string | null {
+  if (name.length === 0) return 'has an empty name';
+  if (name.includes(0)) return 'has a NUL byte in its name';
+  if (name[0] === SLASH) return 'has an absolute name';
+  for (const part of splitName(name)) if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) return 'has a ".." component';
+  return null;
+}
+
+/** Components, without empty ones and `.`. */
+function splitName(name: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= name.length; i++) {
+    if (i === name.length || name[i] === SLASH) {
+      const part = name.subarray(start, i);
+      if (part.length > 0 && !(part.length === 1 && part[0] === 0x2e)) out.push(part);
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+export function displayName(name: Buffer): string {
+  const s = name.toString('utf8');
+  return Buffer.from(s, 'utf8').equals(name) ? s : name.toString('latin1').replace(/[\x80-\xff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
+}
+
+class Refused extends Error {}
+
+export class Extractor {
+  readonly stats: ExtractStats = { files: 0, bytes: 0, directories: 0, symlinks: 0, hardlinks: 0, others: 0, problems: 0 };
+  private readonly root: Buffer;
+  /** Relative folders (latin1 keys) known to be real directories, made or checked by this run. */
+  private readonly verified = new Set<string>();
+  private readonly dirTimes: { path: Buffer; m: TarMember }[] = [];
+
+  constructor(private readonly opts: ExtractOptions) {
+    fs.mkdirSync(opts.dir, { recursive: true });
+    this.root = Buffer.from(fs.realpathSync(opts.dir));
+  }
+
+  /** Restores every selected member the reader brings; `stop` ends early (after the member it approves). */
+  async run(reader: TarReader, stop?: (m: TarMember) => boolean): Promise<void> {
+    for (let m = await reader.next(); m !== null; m = await reader.next()) {
+      await this.member(m, reader);
+      if (stop?.(m)) return;
+    }
+  }
+
+  async member(m: TarMember, reader: TarReader): Promise<void> {
+    const real = realName(m);
+    const shown = displayName(real.name);
+    if (this.opts.select && !this.opts.select(real.name.toString('utf8'))) return;
+    try {
+      const unsafe = unsafeName(real.name);
+      if (unsafe) throw new Refused(`refused: it ${unsafe}`);
+      const parts = splitName(real.name);
+      if (parts.length === 0) return; // the target folder itself
+      const target = this.prepare(parts, m.type === 'directory');
+      switch (m.type) {
+        case 'directory':
+          return this.directory(target, m);
+        case 'file':
+          return await this.file(target, m, reader, real.sparse);
+        case 'symlink':
+          return this.symlink(target, m);
+        case 'hardlink':
+          return this.hardlink(target, m);
+        default:
+          return this.special(target, m);
+      }
+    } catch (err) {
+      this.stats.problems++;
+      this.opts.onProblem(shown, err instanceof Refused ? err.message : `not restored: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Folder modes and times, deepest first; then owners. */
+  finish(): void {
+    for (const { path, m } of this.dirTimes.sort((a, b) => b.path.length - a.path.length)) {
+      try {
+        if (this.opts.owners) fs.lchownSync(path, m.uid, m.gid);
+        fs.chmodSync(path, m.mode);
+        fs.utimesSync(path, m.mtime, m.mtime);
+      } catch (err) {
+        this.stats.problems++;
+        this.opts.onProblem(displayName(path), `folder attributes not set: ${errorMessage(err)}`);
+      }
+    }
+    this.dirTimes.length = 0;
+  }
+
+  /**
+   * The absolute path for `parts`, after making sure every folder above it is a real directory
+   * (created when missing). For a non-folder member the path itself must not exist unless
+   * `force`, and is then removed (never a folder).
+   */
+  private prepare(parts: Buffer[], isDir: boolean): Buffer {
+    let path = this.root;
+    let key = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      path = Buffer.concat([path, Buffer.of(SLASH), parts[i]]);
+      key += (i ? '/' : '') + parts[i].toString('latin1');
+      if (this.verified.has(key)) continue;
+      let st: fs.Stats | undefined;
+      try {
+        st = fs.lstatSync(path);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+      if (!st) fs.mkdirSync(path, { mode: 0o700 });
+      else if (!st.isDirectory()) throw new Refused(`refused: ${displayName(path.subarray(this.root.length + 1))} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}; nothing is written through it`);
+      this.verified.add(key);
+    }
+    const target = Buffer.concat([path, Buffer.of(SLASH), parts[parts.length - 1]]);
+    if (isDir) return target;
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(target);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    if (st) {
+      if (st.isDirectory()) throw new Refused('not restored: a folder of that name exists');
+      if (!this.opts.force) throw new Refused('not restored: it exists (--force replaces it)');
+      fs.unlinkSync(target);
+    }
+    return target;
+  }
+
+  private directory(target: Buffer, m: TarMember): void {
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(target);
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    if (!st) fs.mkdirSync(target, { mode: 0o700 });
+    else if (!st.isDirectory()) throw new Refused(`not restored: ${st.isSymbolicLink() ? 'a symlink' : 'a file'} of that name exists`);
+    this.verified.add(target.subarray(this.root.length + 1).toString('latin1'));
+    this.dirTimes.push({ path: target, m });
+    this.stats.directories++;
+  }
+
+  private async file(target: Buffer, m: TarMember, reader: TarReader, sparse: { realSize: number } | null): Promise<void> {
+    const fd = fs.openSync(target, O_NEW, 0o600);
+    try {
+      if (sparse) {
+        this.stats.bytes += await writeSparse(fd, reader, sparse.realSize);
+      } else {
+        for (let b = await reader.data(); b !== null; b = await reader.data()) {
+          for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
+          this.stats.bytes += b.length;
+        }
+      }
+      if (this.opts.owners) fs.fchownSync(fd, m.uid, m.gid);
+      fs.fchmodSync(fd, m.mode);
+      fs.futimesSync(fd, m.mtime, m.mtime);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.stats.files++;
+  }
+
+  private symlink(target: Buffer, m: TarMember): void {
+    fs.symlinkSync(m.linkname, target);
+    if (this.opts.owners) fs.lchownSync(target, m.uid, m.gid);
+    fs.lutimesSync(target, m.mtime, m.mtime);
+    this.stats.symlinks++;
+  }
+
+  private hardlink(target: Buffer, m: TarMember): void {
+    const unsafe = unsafeName(m.linkname);
+    if (unsafe) throw new Refused(`refused: its link target ${displayName(m.linkname)} ${unsafe}`);
+    const parts = splitName(m.linkname);
+    if (parts.length === 0) throw new Refused('refused: it links to the target folder itself');
+    // The target's folders must be real directories too; the target itself must already be here.
+    let path = this.root;
+    for (let i = 0; i < parts.length; i++) {
+      path = Buffer.concat([path, Buffer.of(SLASH), parts[i]]);
+      const st = fs.lstatSync(path, { throwIfNoEntry: false });
+      if (!st) throw new Refused(`not restored: its link target ${displayName(m.linkname)} was not restored`);
+      if (i < parts.length - 1 && !st.isDirectory()) throw new Refused(`refused: the way to its link target goes through ${st.isSymbolicLink() ? 'a symlink' : 'a file'}`);
+      if (i === parts.length - 1 && st.isDirectory()) throw new Refused('refused: a hard link to a folder');
+    }
+    fs.linkSync(path, target);
+    this.stats.hardlinks++;
+  }
+
+  /** FIFOs and devices: made by mkfifo / mknod (devices only as root). */
+  private special(target: Buffer, m: TarMember): void {
+    const text = target.toString('utf8');
+    if (!Buffer.from(text, 'utf8').equals(target)) throw new Refused(`not restored: a ${m.type} whose name is not UTF-8 cannot be made`);
+    const mode = (m.mode & 0o7777).toString(8);
+    const r =
+      m.type === 'fifo'
+        ? spawnSync('mkfifo', ['-m', mode, '--', text], { encoding: 'utf8' })
+        : spawnSync('mknod', ['-m', mode, '--', text, m.type === 'char-device' ? 'c' : 'b', String(m.devmajor), String(m.devminor)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Refused(`not restored: ${(r.stderr || r.error?.message || 'failed').trim()}`);
+    if (this.opts.owners) fs.lchownSync(target, m.uid, m.gid);
+    fs.utimesSync(target, m.mtime, m.mtime);
+    this.stats.others++;
+  }
+}
+
+/** A member's real name: a GNU sparse 1.0 member carries it (and its size) in PAX records. */
+export function realName(m: TarMember): { name: Buffer; sparse: { realSize: number } | null } {
+  const major = m.pax.get('GNU.sparse.major')?.toString();
+  const sparseName = m.pax.get('GNU.sparse.name');
+  if (m.type === 'file' && major === '1' && sparseName) {
+    const realSize = Number(m.pax.get('GNU.sparse.realsize')?.toString() ?? 'NaN');
+    if (Number.isSafeInteger(realSize) && realSize >= 0) return { name: sparseName, sparse: { realSize } };
+  }
+  return { name: m.name, sparse: null };
+}

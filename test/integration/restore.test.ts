@@ -1,0 +1,208 @@
+/**
+ * Restore from the agent over real mTLS (protocol v5): list, restore into a folder (contents, links,
+ * modes, mtimes, names that are not UTF-8, a sparse file), --stdout | GNU tar, patterns, --force,
+ * find, zstd, an agent that may not read another's backups, and a hostile archive that must not
+ * write outside the target folder.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ReadStatus, ReadTarget } from '../../protocol/constants.js';
+import { decodeReadHead, encodeListRequest, encodeReadRequest, decodeListHead } from '../../protocol/frames.js';
+import { assertTreesEqual } from '../helpers/compare.js';
+import type { Pki } from '../helpers/pki.js';
+import { AGENT_BIN, runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
+import { TempDirs } from '../helpers/tmp.js';
+import { makeTree, type TreeInfo } from '../helpers/tree.js';
+import { agentConfigObject, committedBackups, makeWorkspace, restoredPath, showRun, writeServerConfig } from './harness.js';
+import { rawAgent } from './raw-client.js';
+
+const T = { timeoutMs: 60_000 };
+const MiB = 1024 * 1024;
+
+describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
+  const tmp = new TempDirs();
+  let work: string;
+  let pki: Pki;
+  let server: ServerHandle | undefined;
+  let store: string;
+  let tree: TreeInfo;
+  let yamlA: string;
+  const latin1 = (s: string) => Buffer.from(s, 'latin1');
+
+  before(async () => {
+    ({ work, pki } = await makeWorkspace(tmp, 'nbackup-it-restore-', ['agent-a', 'agent-b']));
+    store = join(work, 'store');
+    const serverYaml = join(work, 'server.yaml');
+    await writeServerConfig(serverYaml, pki, { main: { base_dir: store, max_backups: 5 } });
+    server = await startServer(serverYaml);
+    tree = await makeTree(join(work, 'src'));
+    // What plain trees lack: names that are not UTF-8, and a sparse file.
+    const odd = Buffer.concat([Buffer.from(join(tree.root, 'odd')), Buffer.from('/')]);
+    fs.mkdirSync(odd);
+    fs.writeFileSync(Buffer.concat([odd, latin1('caf\xe9.txt')]), 'latin-1 name\n');
+    fs.mkdirSync(Buffer.concat([odd, latin1('d\xff')]));
+    fs.writeFileSync(Buffer.concat([odd, latin1('d\xff/inner.txt')]), 'inside\n');
+    const sparse = join(tree.root, 'odd', 'sparse.img');
+    const fd = fs.openSync(sparse, 'w');
+    fs.writeSync(fd, Buffer.alloc(4096, 0x61), 0, 4096, 1 * MiB);
+    fs.writeSync(fd, Buffer.alloc(4096, 0x62), 0, 4096, 40 * MiB);
+    fs.ftruncateSync(fd, 64 * MiB);
+    fs.closeSync(fd);
+    fs.utimesSync(join(tree.root, 'odd'), 1_600_000_000, 1_600_000_000);
+    yamlA = join(work, 'agent-a.yaml');
+    const cfg = agentConfigObject(pki, 'agent-a', server.port, [
+      { name: 'app', storage: 'main', sources: [tree.root], exclude: tree.excludes },
+      { name: 'zst', storage: 'main', sources: [join(tree.root, 'unicode')] },
+      { name: 'hostile', storage: 'main', sources: [join(tree.root, 'unicode')] },
+    ]);
+    (cfg.backups as Record<string, unknown>[])[1].compression = { format: 'zstd', level: 3 };
+    await writeYaml(yamlA, cfg);
+    for (const backup of ['app', 'app', 'zst']) {
+      const r = await runAgent(['--config', yamlA, '--once', '--backup', backup], T);
+      assert.equal(r.code, 0, showRun(r));
+    }
+  });
+
+  after(async () => {
+    await server?.stop();
+    await tmp.cleanup();
+  });
+
+  const compare = (into: string) => assertTreesEqual(tree.root, restoredPath(into, tree.root), { excludedPaths: tree.excludedPaths, hardLinkGroups: tree.hardLinkGroups });
+
+  it('list shows each backup with its archives: time, size, format, storage and SHA-256', async () => {
+    const r = await runAgent(['list', '--config', yamlA], T);
+    assert.equal(r.code, 0, showRun(r));
+    const archives = await committedBackups(join(store, 'agent-a', 'app'));
+    assert.equal(archives.length, 2);
+    assert.match(r.stdout, /^backup app: 2 archives$/m);
+    assert.match(r.stdout, /^backup zst: 1 archive$/m);
+    for (const name of archives) {
+      const file = join(store, 'agent-a', 'app', name);
+      const sha = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+      const shown = name.replace(/^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3}).*$/, '$1 $2:$3:$4.$5 UTC');
+      assert.match(r.stdout, new RegExp(`^  ${shown} +\\S+ +\\S+ +- +gzip +main +${sha.slice(0, 16)}$`, 'm'), r.stdout);
+    }
+    assert.match(r.stdout, / zstd +main /);
+    const only = await runAgent(['list', '--config', yamlA, '--backup', 'zst'], T);
+    assert.doesNotMatch(only.stdout, /backup app/);
+  });
+
+  it('restore --to brings the whole tree back exactly, SHA-256 verified; again only with --force', async () => {
+    const into = await tmp.make('nbackup-it-r1-');
+    const r = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into], T);
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stderr, /SHA-256 verified/);
+    await compare(into);
+    const sparse = join(restoredPath(into, tree.root), 'odd', 'sparse.img');
+    assert.ok(fs.statSync(sparse).blocks * 512 < 4 * MiB, 'the sparse file keeps its holes');
+    const again = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into], T);
+    assert.equal(again.code, 1, showRun(again));
+    assert.match(again.stderr, /exists \(--force replaces it\)/);
+    fs.writeFileSync(join(restoredPath(into, tree.root), tree.notable.text), 'changed');
+    const forced = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into, '--force'], T);
+    assert.equal(forced.code, 0, showRun(forced));
+    await compare(into);
+  });
+
+  it('restore --stdout | tar -xzf - gives the same tree', async () => {
+    const into = await tmp.make('nbackup-it-r2-');
+    const r = spawnSync('bash', ['-o', 'pipefail', '-c', `node "${AGENT_BIN}" restore --config "${yamlA}" --backup app --stdout | tar -xzf - -C "${into}"`], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /SHA-256 verified/);
+    await compare(into);
+  });
+
+  it('restore with patterns brings only what they select; --at picks an archive; zstd restores too', async () => {
+    const archives = await committedBackups(join(store, 'agent-a', 'app'));
+    const into = await tmp.make('nbackup-it-r3-');
+    const rel = tree.root.replace(/^\//, '');
+    const r = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--at', archives[0].replace(/\.tar\.gz$/, ''), '--to', into, `${rel}/unicode`, `**/${tree.notable.empty}`], T);
+    assert.equal(r.code, 0, showRun(r));
+    const got = execFileSync('find', [into, '-type', 'f'], { encoding: 'utf8' }).trim().split('\n').map((f) => f.slice(restoredPath(into, tree.root).length + 1)).sort();
+    assert.deepEqual(got, [tree.notable.cafe, tree.notable.emoji, tree.notable.empty, tree.notable.japanese].sort());
+    const z = await tmp.make('nbackup-it-r4-');
+    const rz = await runAgent(['restore', '--config', yamlA, '--backup', 'zst', '--to', z], T);
+    assert.equal(rz.code, 0, showRun(rz));
+    await assertTreesEqual(join(tree.root, 'unicode'), restoredPath(z, join(tree.root, 'unicode')));
+  });
+
+  it('find lists every archive holding a path, with size and mtime', async () => {
+    const r = await runAgent(['find', '--config', yamlA, '**/odd/caf*.txt'], T);
+    assert.equal(r.code, 0, showRun(r));
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 2, r.stdout);
+    for (const l of lines) assert.match(l, /^app {2}\S+ \S+ UTC {2}file {7} +13 {2}\S+Z {2}.*odd\/caf\\xe9\.txt$/);
+    const none = await runAgent(['find', '--config', yamlA, 'no/such/thing'], T);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /nothing matches/);
+  });
+
+  it("agent B can neither list nor read agent A's backups", async () => {
+    const yamlB = join(work, 'agent-b.yaml');
+    await writeYaml(yamlB, agentConfigObject(pki, 'agent-b', server!.port, [{ name: 'app', storage: 'main', sources: [tree.root] }]));
+    const list = await runAgent(['list', '--config', yamlB], T);
+    assert.equal(list.code, 0, showRun(list));
+    assert.match(list.stdout, /no backups on the server for this agent/);
+    const name = (await committedBackups(join(store, 'agent-a', 'app')))[0];
+    const c = rawAgent(server!.port, pki, 'agent-b');
+    await c.connected();
+    c.write(encodeReadRequest({ agent: 'agent-a', storage: 'main', backup: 'app', name, target: ReadTarget.ARCHIVE, offset: 0, length: 0 }));
+    const head = await c.read(decodeReadHead);
+    assert.equal(head.status, ReadStatus.REJECT);
+    assert.match(head.message, /may not read the backups of agent "agent-a"/);
+    await c.waitClosed(5000);
+    assert.equal(c.unread.length, 0, 'not one byte of the archive');
+    const l = rawAgent(server!.port, pki, 'agent-b');
+    await l.connected();
+    l.write(encodeListRequest({ agent: 'agent-a', backup: '' }));
+    assert.equal((await l.read(decodeListHead)).status, ReadStatus.REJECT);
+    // A name that is not an archive's is refused before any path is built.
+    const p = rawAgent(server!.port, pki, 'agent-a');
+    await p.connected();
+    p.write(encodeReadRequest({ agent: 'agent-a', storage: 'main', backup: 'app', name: '../../../etc/passwd', target: ReadTarget.ARCHIVE, offset: 0, length: 0 }));
+    assert.equal((await p.read(decodeReadHead)).status, ReadStatus.REJECT);
+  });
+
+  it('a hostile archive writes nothing outside the target folder and says why', async () => {
+    const dir = join(store, 'agent-a', 'hostile');
+    fs.mkdirSync(dir, { recursive: true });
+    const archive = join(dir, '2026-01-01T00-00-00-000.tar.gz');
+    const outside = await tmp.make('nbackup-it-outside-');
+    // Members: ../escape, an absolute path, a symlink out of the folder then a file through it,
+    // a hard link to a file outside, and one harmless file.
+    const py = `
+import io, sys, tarfile
+t = tarfile.open(sys.argv[1], 'w:gz', format=tarfile.PAX_FORMAT)
+def add(name, data=b'pwned', **kw):
+    i = tarfile.TarInfo(name); i.size = len(data)
+    for k, v in kw.items(): setattr(i, k, v)
+    t.addfile(i, io.BytesIO(data) if i.isreg() else None)
+add('../escape')
+add(sys.argv[2] + '/abs')
+add('link', type=tarfile.SYMTYPE, linkname=sys.argv[2], size=0)
+add('link/through')
+add('hard', type=tarfile.LNKTYPE, linkname='../../etc/passwd', size=0)
+add('fine.txt', b'ok')
+t.close()`;
+    execFileSync('python3', ['-c', py, archive, outside]);
+    const sha = crypto.createHash('sha256').update(fs.readFileSync(archive)).digest('hex');
+    fs.writeFileSync(`${archive}.sha256`, `${sha}  2026-01-01T00-00-00-000.tar.gz\n`);
+    const into = join(await tmp.make('nbackup-it-r5-'), 'target');
+    const r = await runAgent(['restore', '--config', yamlA, '--backup', 'hostile', '--to', into], T);
+    assert.equal(r.code, 1, showRun(r));
+    assert.match(r.stderr, /\.\.\/escape: refused: it has a "\.\." component/);
+    assert.match(r.stderr, /\/abs: refused: it has an absolute name/);
+    assert.match(r.stderr, /link\/through: refused: link is a symlink; nothing is written through it/);
+    assert.match(r.stderr, /hard: refused: its link target \.\.\/\.\.\/etc\/passwd has a "\.\." component/);
+    assert.match(r.stderr, /4 members NOT restored/);
+    assert.deepEqual(fs.readdirSync(outside), [], 'nothing written outside');
+    assert.equal(fs.existsSync(join(into, '..', 'escape')), false);
+    assert.deepEqual(fs.readdirSync(into).sort(), ['fine.txt', 'link']);
+    assert.equal(fs.readFileSync(join(into, 'fine.txt'), 'utf8'), 'ok');
+  });
+});
