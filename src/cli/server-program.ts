@@ -1,6 +1,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { initCa, issueAgentFiles, issueServerFiles } from '../pki/pki-files.js';
 import { runServer } from '../server/cli.js';
+import { runRetention } from '../server/retention-cli.js';
+import { runVerify } from '../server/verify.js';
 import { usageError } from './run-command.js';
 
 /** The nbackup-server command line: what `--help` prints and what the man page (man-page.ts) is made from. */
@@ -60,6 +62,27 @@ export function serverProgram(): Command {
     .option('--days <n>', 'validity', days, 825)
     .action(async (name: string, opts: { dir: string; days: number }) => {
       printWritten(await issueAgentFiles(name, opts));
+    });
+
+  program
+    .command('verify')
+    .description('re-read archives: each must match the SHA-256 recorded at commit and decompress to a whole tar; one line per archive')
+    .requiredOption('-c, --config <file>', 'server.yaml')
+    .option('--storage <name>', 'only this storage')
+    .option('--agent <name>', 'only this agent\'s archives')
+    .action(async (opts: { config: string; storage?: string; agent?: string }) => {
+      process.exitCode = await runVerify(opts.config, opts);
+    });
+
+  program
+    .command('retention')
+    .description("apply each storage's keep policy now (the server does after every commit): one line per archive, kept and why, or deleted")
+    .requiredOption('-c, --config <file>', 'server.yaml')
+    .option('--dry-run', 'only show what would be deleted, and why the rest is kept')
+    .option('--storage <name>', 'only this storage')
+    .option('--agent <name>', 'only this agent\'s archives')
+    .action(async (opts: { config: string; dryRun?: boolean; storage?: string; agent?: string }) => {
+      process.exitCode = await runRetention(opts.config, { dryRun: !!opts.dryRun, storage: opts.storage, agent: opts.agent });
     });
   return program;
 }

@@ -3,23 +3,37 @@ import { z } from 'zod';
 import { nameProblem } from '../../protocol/names.js';
 import { bool, duration, hostPort, int, loggingSection, missing, obj, pathLeaf, section, size, wrong } from './leaves.js';
 import { MB } from './units.js';
+import { keepsSomething, type KeepPolicy } from '../server/retention.js';
 
 /** The server.yaml schema; relative paths resolve against `baseDir` (see agentConfigSchema). */
 export function serverConfigSchema(baseDir?: string) {
+  const count = int(0).default(0);
+  const keep = obj({ last: count, hourly: count, daily: count, weekly: count, monthly: count, yearly: count });
   const storage = obj(
     {
       base_dir: pathLeaf(baseDir, 'a folder path'),
-      max_backups: int(1).default(5),
+      /** Kept for older configs: the same as `keep: { last: N }`. */
+      max_backups: int(1).optional(),
+      keep: keep.optional(),
       min_free: size(0).default(64 * MB),
       assembler_pending_mem_limit: size(1).default(8 * MB),
     },
     'a storage mapping like { base_dir: /var/backups/scripts }',
-  );
+  ).transform(({ max_backups, keep: policy, ...rest }, ctx) => {
+    if (policy && max_backups !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['max_backups'], message: 'max_backups and keep exclude each other: write keep.last instead', input: max_backups });
+    }
+    const resolved: KeepPolicy = policy ?? { last: max_backups ?? 5, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 };
+    if (!keepsSomething(resolved)) {
+      ctx.addIssue({ code: 'custom', path: ['keep'], message: 'keeps nothing: set at least one of last, hourly, daily, weekly, monthly, yearly above 0', input: policy });
+    }
+    return { ...rest, keep: resolved };
+  });
 
   const storages = z
     .record(z.string(), storage, {
       error: (iss) => {
-        const expected = 'a mapping of storage name → { base_dir, max_backups, ... }';
+        const expected = 'a mapping of storage name → { base_dir, keep, ... }';
         return iss.input === undefined ? missing(expected) : wrong(expected, iss.input);
       },
     })

@@ -5,7 +5,6 @@ import type { ArchiveInfo } from '../../protocol/frames.js';
 import { INDEX_SUFFIX, readIndexHeader } from '../archive/index-header.js';
 import { errnoCode } from '../errors.js';
 import { isArchiveName } from '../archive/names.js';
-import type { Storage } from './storage.js';
 
 /**
  * What lies beside each committed archive: `<archive>.sha256` (the SHA-256 the agent sent and the
@@ -61,8 +60,15 @@ export function orphanSidecars(names: readonly string[]): string[] {
   return names.filter((n) => SIDECAR_SUFFIXES.some((s) => n.endsWith(s) && isArchiveName(n.slice(0, -s.length)) && !archives.has(n.slice(0, -s.length))));
 }
 
+/** Where a storage keeps its archives (Storage, without importing it). */
+export interface ArchiveHome {
+  readonly name: string;
+  readonly baseDir: string;
+  backupDir(agent: string, backup: string): string;
+}
+
 /** One archive as a LIST answer describes it. */
-export async function describeArchive(storage: Storage, backup: string, archive: string): Promise<ArchiveInfo | null> {
+export async function describeArchive(storage: ArchiveHome, backup: string, archive: string): Promise<ArchiveInfo | null> {
   let st: fs.Stats;
   try {
     st = await fs.promises.lstat(archive);
@@ -88,7 +94,7 @@ export async function describeArchive(storage: Storage, backup: string, archive:
 }
 
 /** An agent's archives in one storage, oldest first per backup; `backup` '' means every backup. */
-export async function listArchives(storage: Storage, agent: string, backup: string): Promise<ArchiveInfo[]> {
+export async function listArchives(storage: ArchiveHome, agent: string, backup: string): Promise<ArchiveInfo[]> {
   const agentDir = path.join(storage.baseDir, agent);
   const backups = backup === '' ? (await dirEntries(agentDir)).filter((n) => nameProblem(n) === null).sort() : [backup];
   const out: ArchiveInfo[] = [];

@@ -3,8 +3,9 @@ import path from 'node:path';
 import { nameProblem } from '../../protocol/names.js';
 import type { ArchiveFormat, StorageConfig } from '../config/index.js';
 import { NbackupError, errnoCode, errorMessage } from '../errors.js';
-import { ARCHIVE_EXTENSION, archiveName, isArchiveName, nextArchiveTime } from '../archive/names.js';
+import { ARCHIVE_EXTENSION, archiveName, archiveTime, nextArchiveTime } from '../archive/names.js';
 import { dirEntries, orphanSidecars, removeArchive, shaLine, SHA_SUFFIX, writeFileAtomic } from './catalog.js';
+import { selectRetention, type RetentionDecision } from './retention.js';
 import { sessionFiles } from './session-record.js';
 import { SpaceGuard } from './space-guard.js';
 
@@ -152,13 +153,23 @@ export class Storage {
     for (const file of Object.values(sessionFiles(temp.path))) await fs.promises.rm(file, { force: true });
   }
 
-  /** Keeps the newest `max_backups` backups in `dir`, deleting the older ones, never `keep`. */
+  /** What the storage's `keep` policy decides for the archives in `dir` (retention.ts), newest first. */
+  async retention(dir: string): Promise<RetentionDecision[]> {
+    const archives = (await dirEntries(dir)).flatMap((name) => {
+      const time = archiveTime(name);
+      return time === null ? [] : [{ name, time }];
+    });
+    return selectRetention(archives, this.config.keep);
+  }
+
+  /**
+   * Applies the `keep` policy in `dir`: deletes the archives (and their sidecars) no rule keeps,
+   * never `keep` (the archive just committed), and sidecars left without their archive.
+   */
   async rotate(dir: string, keep: string): Promise<string[]> {
-    const all = await fs.promises.readdir(dir);
-    const names = all.filter((n) => isArchiveName(n) && n !== keep).sort();
-    const excess = names.slice(0, Math.max(0, names.length - (this.config.max_backups - 1)));
+    const excess = (await this.retention(dir)).filter((d) => !d.keep && d.name !== keep).map((d) => d.name);
     for (const n of excess) await removeArchive(path.join(dir, n));
-    for (const n of orphanSidecars(all)) await fs.promises.rm(path.join(dir, n), { force: true });
+    for (const n of orphanSidecars(await fs.promises.readdir(dir))) await fs.promises.rm(path.join(dir, n), { force: true });
     if (excess.length > 0) await fsyncDir(dir);
     return excess.map((n) => path.join(dir, n));
   }

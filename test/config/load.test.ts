@@ -32,7 +32,8 @@ test('the example configs load', async () => {
   assert.equal(server.server.port, 9847);
   assert.equal(server.server.host, '0.0.0.0');
   assert.deepEqual(Object.keys(server.storages), ['scripts', 'home-dirs']);
-  assert.equal(server.storages['home-dirs'].max_backups, 10);
+  assert.equal(server.storages['home-dirs'].keep.last, 10);
+  assert.deepEqual(server.storages.scripts.keep, { last: 3, hourly: 0, daily: 7, weekly: 4, monthly: 6, yearly: 0 });
 });
 
 test('agent defaults are applied', () => {
@@ -170,7 +171,7 @@ test('server defaults and host:port forms', () => {
   });
   assert.deepEqual(c.storages.scripts, {
     base_dir: '/var/backups/scripts',
-    max_backups: 5,
+    keep: { last: 5, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 },
     min_free: 64 * MB,
     assembler_pending_mem_limit: 8 * MB,
   });
@@ -185,7 +186,7 @@ test('server defaults and host:port forms', () => {
   assert.equal(c2.server.port, 9847);
   assert.equal(c2.server.session_ttl, 600_000);
   assert.equal(c2.server.idle_timeout, 500);
-  assert.deepEqual(c2.storages.a, { base_dir: '/a', max_backups: 1, min_free: 0, assembler_pending_mem_limit: 64 * KB });
+  assert.deepEqual(c2.storages.a, { base_dir: '/a', keep: { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, min_free: 0, assembler_pending_mem_limit: 64 * KB });
   assert.deepEqual(c2.logging, { level: 'debug', format: 'text', file: '/var/log/nbackup.log' });
 
   const a = minimalAgent();
@@ -205,5 +206,5 @@ test('the exported schemas parse plain objects too', () => {
   const a = AgentConfigSchema.parse(minimalAgent());
   assert.equal(a.backups[1].name, 'home');
   const s = ServerConfigSchema.parse(minimalServer());
-  assert.equal(s.storages.scripts.max_backups, 5);
+  assert.deepEqual(s.storages.scripts.keep, { last: 5, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 });
 });

@@ -14,7 +14,7 @@ import { ReadStatus, ReadTarget } from '../../protocol/constants.js';
 import { decodeReadHead, encodeListRequest, encodeReadRequest, decodeListHead } from '../../protocol/frames.js';
 import { assertTreesEqual } from '../helpers/compare.js';
 import type { Pki } from '../helpers/pki.js';
-import { AGENT_BIN, runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
+import { AGENT_BIN, SERVER_BIN, runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { makeTree, type TreeInfo } from '../helpers/tree.js';
 import { agentConfigObject, committedBackups, makeWorkspace, restoredPath, showRun, writeServerConfig } from './harness.js';
@@ -31,12 +31,13 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
   let store: string;
   let tree: TreeInfo;
   let yamlA: string;
+  let serverYaml: string;
   const latin1 = (s: string) => Buffer.from(s, 'latin1');
 
   before(async () => {
     ({ work, pki } = await makeWorkspace(tmp, 'nbackup-it-restore-', ['agent-a', 'agent-b']));
     store = join(work, 'store');
-    const serverYaml = join(work, 'server.yaml');
+    serverYaml = join(work, 'server.yaml');
     await writeServerConfig(serverYaml, pki, { main: { base_dir: store, max_backups: 5 } });
     server = await startServer(serverYaml);
     tree = await makeTree(join(work, 'src'));
@@ -204,5 +205,29 @@ t.close()`;
     assert.equal(fs.existsSync(join(into, '..', 'escape')), false);
     assert.deepEqual(fs.readdirSync(into).sort(), ['fine.txt', 'link']);
     assert.equal(fs.readFileSync(join(into, 'fine.txt'), 'utf8'), 'ok');
+  });
+
+  it('nbackup-server verify passes clean archives and reports a flipped byte, exiting 1', async () => {
+    const clean = await runAgent(['verify', '--config', serverYaml], { ...T, script: SERVER_BIN });
+    assert.equal(clean.code, 0, showRun(clean));
+    const total = clean.stdout.trim().split('\n');
+    assert.equal(total[total.length - 1], `${total.length - 1} archives verified, 0 bad`);
+    assert.ok(total.length - 1 >= 4, clean.stdout);
+    assert.match(clean.stdout, /^OK {3}\S+\.tar\.zst {2}\S+ {2}\d+ members {2}SHA-256 matches$/m);
+    const victim = join(store, 'agent-a', 'app', (await committedBackups(join(store, 'agent-a', 'app')))[0]);
+    const fd = fs.openSync(victim, 'r+');
+    const at = Math.floor(fs.fstatSync(fd).size / 2);
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0] ^= 0x01;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+    const r = await runAgent(['verify', '--config', serverYaml, '--agent', 'agent-a'], { ...T, script: SERVER_BIN });
+    assert.equal(r.code, 1, showRun(r));
+    const bad = r.stdout.split('\n').filter((l) => l.startsWith('BAD'));
+    assert.equal(bad.length, 1, r.stdout);
+    assert.ok(bad[0].startsWith(`BAD  ${victim}  `), bad[0]);
+    assert.match(bad[0], /SHA-256 \w+ differs|not a valid compressed tar/);
+    assert.match(r.stdout, new RegExp(`${total.length - 1} archives verified, 1 bad`));
   });
 });

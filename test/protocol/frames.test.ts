@@ -74,7 +74,7 @@ function throwsCode(fn: () => unknown, code: ProtocolErrorCode, message?: RegExp
 }
 
 test('constants match the spec', () => {
-  assert.equal(PROTOCOL_VERSION, 0x04);
+  assert.equal(PROTOCOL_VERSION, 0x05);
   assert.equal(MAX_LINE_BYTES, 512);
   assert.equal(TRAILER_SIZE, 44);
   assert.equal(SACK_SIZE, 12);
@@ -263,9 +263,9 @@ test('encoders refuse strings that cannot be a line', () => {
 });
 
 test('encoders default the version byte to PROTOCOL_VERSION', () => {
-  assert.equal(encodeHandshake({ agent: 'a', storage: 'b', backup: 'c' })[4], 0x04);
-  assert.equal(encodeResume({ sessionId: 'x', agent: 'a', storage: 'b' })[4], 0x04);
-  assert.deepEqual(encodeParallelJoin({ sessionId: UUID, streamIndex: 0 }), hex(`504a494e 04 ${UUID_HEX} 0a 00`));
+  assert.equal(encodeHandshake({ agent: 'a', storage: 'b', backup: 'c' })[4], 0x05);
+  assert.equal(encodeResume({ sessionId: 'x', agent: 'a', storage: 'b' })[4], 0x05);
+  assert.deepEqual(encodeParallelJoin({ sessionId: UUID, streamIndex: 0 }), hex(`504a494e 05 ${UUID_HEX} 0a 00`));
   assert.equal(encodeHandshake({ version: 9, agent: 'a', storage: 'b', backup: 'c' })[4], 0x09);
   throwsCode(() => encodeHandshake({ version: 256, agent: 'a', storage: 'b', backup: 'c' }), 'bad-value', /version/);
 });

@@ -78,10 +78,10 @@ test('a version-3 handshake ends with the format line; version 2 has none and me
   assert.deepEqual(decodeHandshake(v9)?.value, { version: 9, agent: 'web', storage: 'st', backup: 'app' });
 });
 
-test('version 4: ABRT gives a session up; the AbortACK says whether it was discarded, unknown or already committed', () => {
+test('ABRT (version 4 on) gives a session up; the AbortACK says whether it was discarded, unknown or already committed', () => {
   const abort = encodeSessionAbort({ sessionId: 'abc', reason: 'daemon stopping' });
-  assert.deepEqual(abort, Buffer.concat([hex('41425254 04'), Buffer.from('abc\ndaemon stopping\n')]));
-  assert.deepEqual(decodeClientHello(abort), { value: { kind: 'ABRT', value: { version: 4, sessionId: 'abc', reason: 'daemon stopping' } }, size: abort.length });
+  assert.deepEqual(abort, Buffer.concat([hex('41425254 05'), Buffer.from('abc\ndaemon stopping\n')]));
+  assert.deepEqual(decodeClientHello(abort), { value: { kind: 'ABRT', value: { version: 5, sessionId: 'abc', reason: 'daemon stopping' } }, size: abort.length });
   assert.equal(decodeSessionAbort(abort.subarray(0, abort.length - 1)), null, 'the reason line is awaited');
   for (const status of [AbortStatus.DISCARDED, AbortStatus.NOT_FOUND, AbortStatus.COMMITTED]) {
     assert.deepEqual(decodeAbortAck(encodeAbortAck({ status })), { value: { status }, size: 1 });

@@ -16,7 +16,7 @@ let n = 0;
 
 function storage(maxBackups = 3): Storage {
   const base = path.join(root, `s${n++}`);
-  return new Storage('main', { base_dir: base, max_backups: maxBackups, min_free: 0, assembler_pending_mem_limit: 1 << 20 });
+  return new Storage('main', { base_dir: base, keep: { last: maxBackups, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, min_free: 0, assembler_pending_mem_limit: 1 << 20 });
 }
 
 /** A temporary file holding `data` followed by 44 bytes standing in for the trailer. */
@@ -139,7 +139,7 @@ test('commit fsyncs the file before linking it into place, then fsyncs the direc
   const script = `
     import fs from 'node:fs';
     const { Storage } = await import(${JSON.stringify(storageJs)});
-    const s = new Storage('t', { base_dir: ${JSON.stringify(base)}, max_backups: 5, min_free: 0, assembler_pending_mem_limit: 1 });
+    const s = new Storage('t', { base_dir: ${JSON.stringify(base)}, keep: { last: 5, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, min_free: 0, assembler_pending_mem_limit: 1 });
     const temp = await s.createTemp('agent', 'backup', 'traced');
     fs.writeSync(temp.fd, Buffer.alloc(100 + 44, 1));
     process.stdout.write((await s.commit(temp, 100, '0'.repeat(64))).file);

@@ -5,11 +5,11 @@ import { formatBytes } from '../../config/units.js';
 import { NbackupError } from '../../errors.js';
 import { EXIT_BACKUP_FAILED } from '../../exit-codes.js';
 import { loadTlsMaterial } from '../../tls/material.js';
-import { decompressor } from './decompress.js';
+import { decompressor } from '../../archive/decompress.js';
 import { displayName, realName } from './extract.js';
 import { formatOf, listTable, memberMatcher, restore, shownTime } from './commands.js';
 import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
-import { TarReader } from './tar-reader.js';
+import { TarReader } from '../../archive/tar-reader.js';
 
 async function endpoint(configPath: string): Promise<{ ep: ReadEndpoint; config: Awaited<ReturnType<typeof loadAgentConfig>> }> {
   const config = await loadAgentConfig(configPath);

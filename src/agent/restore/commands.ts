@@ -9,10 +9,10 @@ import { archiveTime } from '../../archive/names.js';
 import type { AgentConfig } from '../../config/index.js';
 import { formatBytes, formatDuration } from '../../config/units.js';
 import { NbackupError } from '../../errors.js';
-import { decompressor } from './decompress.js';
+import { decompressor } from '../../archive/decompress.js';
 import { Extractor, type ExtractStats } from './extract.js';
 import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
-import { TarReader } from './tar-reader.js';
+import { TarReader } from '../../archive/tar-reader.js';
 
 /** `list`, `restore` and `find` of nbackup-agent: the agent's own backups, over the read side (protocol v5). */
 

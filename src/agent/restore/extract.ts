@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { errnoCode, errorMessage } from '../../errors.js';
 import { writeSparse } from './sparse-write.js';
-import type { TarMember, TarReader } from './tar-reader.js';
+import type { TarMember, TarReader } from '../../archive/tar-reader.js';
 
 /**
  * Writes tar members under one folder and nowhere else. A member is refused, with a message, when

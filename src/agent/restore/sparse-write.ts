@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { NbackupError } from '../../errors.js';
-import type { TarReader } from './tar-reader.js';
+import type { TarReader } from '../../archive/tar-reader.js';
 
 /** Most regions a sparse map may list (each is two decimal lines). */
 const MAX_REGIONS = 1 << 20;

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { NbackupError } from '../../errors.js';
+import { NbackupError } from '../errors.js';
 
 /**
  * A streaming reader of POSIX tar (ustar + PAX, GNU long names): one member at a time, names and

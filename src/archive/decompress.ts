@@ -1,9 +1,9 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import zlib from 'node:zlib';
-import type { ArchiveFormat } from '../../config/index.js';
-import { NbackupError } from '../../errors.js';
-import { addonProblem, loadAddon } from '../../native/addons.js';
-import { NATIVE_PACKAGES } from '../pipeline/codecs.js';
+import type { ArchiveFormat } from '../config/index.js';
+import { NbackupError } from '../errors.js';
+import { addonProblem, loadAddon } from '../native/addons.js';
+import { NATIVE_PACKAGES } from '../agent/pipeline/codecs.js';
 
 interface ZstdAddon {
   zstdFrame(buf: Buffer): { compressed: number; content: number } | null;
