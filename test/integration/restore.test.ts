@@ -6,12 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import zlib from 'node:zlib';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ReadStatus, ReadTarget } from '../../protocol/constants.js';
-import { decodeReadHead, encodeListRequest, encodeReadRequest, decodeListHead } from '../../protocol/frames.js';
+import { decodeIndexAck, decodeReadHead, encodeIndexPut, encodeListRequest, encodeReadRequest, decodeListHead } from '../../protocol/frames.js';
 import { assertTreesEqual } from '../helpers/compare.js';
 import type { Pki } from '../helpers/pki.js';
 import { AGENT_BIN, SERVER_BIN, runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
@@ -167,6 +168,35 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     await p.connected();
     p.write(encodeReadRequest({ agent: 'agent-a', storage: 'main', backup: 'app', name: '../../../etc/passwd', target: ReadTarget.ARCHIVE, offset: 0, length: 0 }));
     assert.equal((await p.read(decodeReadHead)).status, ReadStatus.REJECT);
+  });
+
+  it('IDXP stores an index beside its archive only for the agent that committed it, and only if it describes that archive', async () => {
+    const r = await runAgent(['--config', yamlA, '--once', '--backup', 'zst'], T);
+    assert.equal(r.code, 0, showRun(r));
+    const done = r.logs.find((l) => l.msg === 'backup committed')!;
+    const session = String(done.session);
+    const name = (await committedBackups(join(store, 'agent-a', 'zst'))).pop()!;
+    const file = join(store, 'agent-a', 'zst', name);
+    const sha = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+    const members = execFileSync('tar', ['--zstd', '-tf', file], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+    const index = (h: Record<string, unknown>) =>
+      zlib.gzipSync(`${JSON.stringify({ nbackupIndex: 1, format: 'zstd', blockSize: MiB, tarSize: 1, archiveSize: fs.statSync(file).size, sha256: sha, members, blocks: 1, ...h })}\n`);
+    const put = async (as: string, body: Buffer) => {
+      const c = rawAgent(server!.port, pki, as);
+      await c.connected();
+      c.write(Buffer.concat([encodeIndexPut({ sessionId: session, length: body.length }), body]));
+      return c.read(decodeIndexAck, 10_000);
+    };
+    assert.equal((await put('agent-b', index({}))).status, ReadStatus.NOT_FOUND, "another agent's session does not exist for it");
+    const wrong = await put('agent-a', index({ sha256: '0'.repeat(64) }));
+    assert.equal(wrong.status, ReadStatus.REJECT);
+    assert.match(wrong.message, /describes another archive/);
+    assert.equal(fs.existsSync(`${file}.index.gz`), false);
+    assert.deepEqual((await put('agent-a', index({}))).status, ReadStatus.OK);
+    assert.ok(fs.existsSync(`${file}.index.gz`));
+    assert.deepEqual(fs.readdirSync(join(store, 'agent-a', 'zst')).filter((f) => f.endsWith('.tmp')), []);
+    const list = await runAgent(['list', '--config', yamlA, '--backup', 'zst'], T);
+    assert.match(list.stdout, new RegExp(`^  \\S+ \\S+ UTC +\\S+ +\\S+ +42 +zstd +main +${sha.slice(0, 16)}$`.replace('42', String(members)), 'm'), list.stdout);
   });
 
   it('a hostile archive writes nothing outside the target folder and says why', async () => {
