@@ -17,6 +17,7 @@
  * first use), so a block costs no allocation.
  */
 #include "decompress.h"
+#include "job.h"
 #include <isa-l/igzip_lib.h>
 #include <libdeflate.h>
 #include <node_api.h>
@@ -89,7 +90,7 @@ static size_t bound(int engine, size_t len) {
 
 typedef struct {
   napi_async_work work;
-  napi_ref input_ref, output_ref, callback_ref;
+  napi_ref refs[3]; /* input, output, callback */
   const void *input;
   size_t input_len;
   void *output;
@@ -115,28 +116,15 @@ static void execute(napi_env env, void *data) {
 
 static void complete(napi_env env, napi_status status, void *data) {
   job_t *j = data;
-  napi_value callback, global, argv[2], ignored;
-  napi_get_reference_value(env, j->callback_ref, &callback);
-  napi_get_global(env, &global);
   const char *failure = NULL;
   if (status != napi_ok) failure = "compression job was cancelled";
   else if (j->result == (size_t)-1) failure = "out of memory allocating a compressor";
   else if (j->result == 0) failure = "compression failed (output buffer too small?)";
-  if (failure) {
-    napi_value msg;
-    napi_create_string_utf8(env, failure, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &argv[0]);
-    napi_get_undefined(env, &argv[1]);
-  } else {
-    napi_get_null(env, &argv[0]);
-    napi_create_double(env, (double)j->result, &argv[1]);
-  }
-  napi_delete_reference(env, j->input_ref);
-  napi_delete_reference(env, j->output_ref);
-  napi_delete_reference(env, j->callback_ref);
-  napi_delete_async_work(env, j->work);
+  napi_async_work work = j->work;
+  napi_ref refs[3] = {j->refs[0], j->refs[1], j->refs[2]};
+  double result = (double)j->result;
   free(j);
-  napi_call_function(env, global, callback, 2, argv, &ignored);
+  nbackup_finish_job(env, work, refs, failure, result);
 }
 
 /* ---- arguments ---------------------------------------------------------------------------- */
@@ -192,9 +180,9 @@ static napi_value js_compress(napi_env env, napi_callback_info info) {
   *j = tmp;
   j->level = level;
   napi_value name;
-  if (napi_create_reference(env, argv[1], 1, &j->input_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &j->output_ref) != napi_ok ||
-      napi_create_reference(env, argv[4], 1, &j->callback_ref) != napi_ok ||
+  if (napi_create_reference(env, argv[1], 1, &j->refs[0]) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &j->refs[1]) != napi_ok ||
+      napi_create_reference(env, argv[4], 1, &j->refs[2]) != napi_ok ||
       napi_create_string_utf8(env, "nbackup:compress", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, execute, complete, j, &j->work) != napi_ok ||
       napi_queue_async_work(env, j->work) != napi_ok) {

@@ -8,6 +8,7 @@
  *     thread; both buffers are referenced until the callback.
  */
 #include "decompress.h"
+#include "job.h"
 #include <stdlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -16,45 +17,34 @@ static _Thread_local ZSTD_DCtx *dctx;
 
 typedef struct {
   napi_async_work work;
-  napi_ref input_ref, output_ref, callback_ref;
+  napi_ref refs[3]; /* input, output, callback */
   const void *input;
   size_t input_len;
   void *output;
   size_t output_len;
   size_t result;
+  int nomem;
 } djob_t;
 
 static void execute(napi_env env, void *data) {
   (void)env;
   djob_t *j = data;
   if (!dctx) dctx = ZSTD_createDCtx();
-  j->result = dctx ? ZSTD_decompressDCtx(dctx, j->output, j->output_len, j->input, j->input_len) : (size_t)-1;
+  j->nomem = !dctx;
+  if (dctx) j->result = ZSTD_decompressDCtx(dctx, j->output, j->output_len, j->input, j->input_len);
 }
 
 static void complete(napi_env env, napi_status status, void *data) {
   djob_t *j = data;
-  napi_value callback, global, argv[2], ignored;
-  napi_get_reference_value(env, j->callback_ref, &callback);
-  napi_get_global(env, &global);
   const char *failure = NULL;
   if (status != napi_ok) failure = "decompression job was cancelled";
-  else if (j->result == (size_t)-1 && !dctx) failure = "out of memory allocating a decompressor";
+  else if (j->nomem) failure = "out of memory allocating a decompressor";
   else if (ZSTD_isError(j->result)) failure = ZSTD_getErrorName(j->result);
-  if (failure) {
-    napi_value msg;
-    napi_create_string_utf8(env, failure, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &argv[0]);
-    napi_get_undefined(env, &argv[1]);
-  } else {
-    napi_get_null(env, &argv[0]);
-    napi_create_double(env, (double)j->result, &argv[1]);
-  }
-  napi_delete_reference(env, j->input_ref);
-  napi_delete_reference(env, j->output_ref);
-  napi_delete_reference(env, j->callback_ref);
-  napi_delete_async_work(env, j->work);
+  napi_async_work work = j->work;
+  napi_ref refs[3] = {j->refs[0], j->refs[1], j->refs[2]};
+  double result = (double)j->result;
   free(j);
-  napi_call_function(env, global, callback, 2, argv, &ignored);
+  nbackup_finish_job(env, work, refs, failure, result);
 }
 
 static int buffer_arg(napi_env env, napi_value v, void **data, size_t *len) {
@@ -111,8 +101,8 @@ napi_value js_zstd_decompress(napi_env env, napi_callback_info info) {
     return NULL;
   }
   *j = tmp;
-  if (napi_create_reference(env, argv[0], 1, &j->input_ref) != napi_ok || napi_create_reference(env, argv[1], 1, &j->output_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &j->callback_ref) != napi_ok ||
+  if (napi_create_reference(env, argv[0], 1, &j->refs[0]) != napi_ok || napi_create_reference(env, argv[1], 1, &j->refs[1]) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &j->refs[2]) != napi_ok ||
       napi_create_string_utf8(env, "nbackup:decompress", NAPI_AUTO_LENGTH, &name) != napi_ok ||
       napi_create_async_work(env, NULL, name, execute, complete, j, &j->work) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
     napi_throw_error(env, NULL, "cannot queue a decompression job");

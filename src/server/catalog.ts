@@ -93,15 +93,36 @@ export async function describeArchive(storage: ArchiveHome, backup: string, arch
   return { storage: storage.name, backup, name: path.basename(archive), size: st.size, sha256: await recordedSha(archive), files, indexSize };
 }
 
+/** Names in `dir` that can be an agent's or a backup's, sorted. */
+async function validNames(dir: string): Promise<string[]> {
+  return (await dirEntries(dir)).filter((n) => nameProblem(n) === null).sort();
+}
+
+/**
+ * The backup folders of a storage: of one agent or all (`agent` undefined), of one backup or all
+ * (`backup` undefined), in name order, with the names of the archives in each, oldest first.
+ */
+export async function backupFolders(
+  storage: ArchiveHome,
+  agent?: string,
+  backup?: string,
+): Promise<{ agent: string; backup: string; dir: string; archives: string[] }[]> {
+  const out: { agent: string; backup: string; dir: string; archives: string[] }[] = [];
+  for (const a of agent === undefined ? await validNames(storage.baseDir) : [agent]) {
+    for (const b of backup === undefined ? await validNames(path.join(storage.baseDir, a)) : [backup]) {
+      const dir = storage.backupDir(a, b);
+      out.push({ agent: a, backup: b, dir, archives: (await dirEntries(dir)).filter(isArchiveName).sort() });
+    }
+  }
+  return out;
+}
+
 /** An agent's archives in one storage, oldest first per backup; `backup` '' means every backup. */
 export async function listArchives(storage: ArchiveHome, agent: string, backup: string): Promise<ArchiveInfo[]> {
-  const agentDir = path.join(storage.baseDir, agent);
-  const backups = backup === '' ? (await dirEntries(agentDir)).filter((n) => nameProblem(n) === null).sort() : [backup];
   const out: ArchiveInfo[] = [];
-  for (const b of backups) {
-    const dir = storage.backupDir(agent, b);
-    for (const n of (await dirEntries(dir)).filter(isArchiveName).sort()) {
-      const info = await describeArchive(storage, b, path.join(dir, n));
+  for (const f of await backupFolders(storage, agent, backup === '' ? undefined : backup)) {
+    for (const n of f.archives) {
+      const info = await describeArchive(storage, f.backup, path.join(f.dir, n));
       if (info) out.push(info);
     }
   }

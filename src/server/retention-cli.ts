@@ -1,10 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { nameProblem } from '../../protocol/names.js';
-import { loadServerConfig } from '../config/index.js';
-import { NbackupError } from '../errors.js';
-import { dirEntries, removeArchive } from './catalog.js';
-import { Storage } from './storage.js';
+import { backupFolders, removeArchive } from './catalog.js';
+import { selectStorages } from './storage-selection.js';
 
 /**
  * `nbackup-server retention [--dry-run] [--storage S] [--agent A]`: applies each storage's `keep`
@@ -12,34 +9,26 @@ import { Storage } from './storage.js';
  * deleted. With --dry-run nothing is deleted.
  */
 export async function runRetention(configPath: string, o: { dryRun: boolean; storage?: string; agent?: string }): Promise<number> {
-  const config = await loadServerConfig(configPath);
-  const all = Object.entries(config.storages).map(([name, sc]) => new Storage(name, sc));
-  const storages = o.storage ? all.filter((s) => s.name === o.storage) : all;
-  if (storages.length === 0) throw new NbackupError('usage', `no storage named "${o.storage}" in ${configPath}`);
-  if (o.agent && nameProblem(o.agent)) throw new NbackupError('usage', `agent name ${JSON.stringify(o.agent)} ${nameProblem(o.agent)}`);
+  const storages = await selectStorages(configPath, o);
   let deleted = 0;
   for (const s of storages) {
-    const agents = o.agent ? [o.agent] : (await dirEntries(s.baseDir)).filter((n) => nameProblem(n) === null).sort();
-    for (const a of agents) {
-      for (const b of (await dirEntries(path.join(s.baseDir, a))).filter((n) => nameProblem(n) === null).sort()) {
-        const dir = s.backupDir(a, b);
-        const decisions = await s.retention(dir);
-        if (decisions.length === 0) continue;
-        const policy = Object.entries(s.config.keep).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
-        process.stdout.write(`${s.name}/${a}/${b} (keep ${policy}):\n`);
-        for (const d of decisions) {
-          if (d.keep) {
-            process.stdout.write(`  keep    ${d.name}  (${d.reasons.join(', ')})\n`);
-          } else {
-            if (!o.dryRun) await removeArchive(path.join(dir, d.name));
-            deleted++;
-            process.stdout.write(`  ${o.dryRun ? 'would delete' : 'deleted'} ${d.name}  (no rule keeps it)\n`);
-          }
+    for (const { agent: a, backup: b, dir } of await backupFolders(s, o.agent)) {
+      const decisions = await s.retention(dir);
+      if (decisions.length === 0) continue;
+      const policy = Object.entries(s.config.keep).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+      process.stdout.write(`${s.name}/${a}/${b} (keep ${policy}):\n`);
+      for (const d of decisions) {
+        if (d.keep) {
+          process.stdout.write(`  keep    ${d.name}  (${d.reasons.join(', ')})\n`);
+        } else {
+          if (!o.dryRun) await removeArchive(path.join(dir, d.name));
+          deleted++;
+          process.stdout.write(`  ${o.dryRun ? 'would delete' : 'deleted'} ${d.name}  (no rule keeps it)\n`);
         }
-        if (!o.dryRun && decisions.some((d) => !d.keep)) {
-          const dh = await fs.promises.open(dir, 'r');
-          await dh.sync().finally(() => dh.close());
-        }
+      }
+      if (!o.dryRun && decisions.some((d) => !d.keep)) {
+        const dh = await fs.promises.open(dir, 'r');
+        await dh.sync().finally(() => dh.close());
       }
     }
   }

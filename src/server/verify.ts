@@ -1,17 +1,15 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { nameProblem } from '../../protocol/names.js';
 import { decompressor } from '../archive/decompress.js';
 import { INDEX_SUFFIX, readIndexHeader } from '../archive/index-header.js';
-import { isArchiveName } from '../archive/names.js';
 import { TarReader } from '../archive/tar-reader.js';
-import { loadServerConfig } from '../config/index.js';
 import { formatBytes } from '../config/units.js';
-import { NbackupError, errorMessage } from '../errors.js';
+import { errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
-import { dirEntries, recordedSha } from './catalog.js';
-import { Storage } from './storage.js';
+import { backupFolders, recordedSha } from './catalog.js';
+import type { Storage } from './storage.js';
+import { selectStorages } from './storage-selection.js';
 
 /** What re-reading one archive found. */
 export interface VerifyResult {
@@ -66,24 +64,14 @@ export async function verifyArchive(file: string): Promise<VerifyResult> {
 export async function archivesToVerify(storages: Storage[], agent?: string): Promise<string[]> {
   const out: string[] = [];
   for (const s of storages) {
-    const agents = agent ? [agent] : (await dirEntries(s.baseDir)).filter((n) => nameProblem(n) === null).sort();
-    for (const a of agents) {
-      for (const b of (await dirEntries(path.join(s.baseDir, a))).filter((n) => nameProblem(n) === null).sort()) {
-        const dir = s.backupDir(a, b);
-        for (const n of (await dirEntries(dir)).filter(isArchiveName).sort()) out.push(path.join(dir, n));
-      }
-    }
+    for (const f of await backupFolders(s, agent)) out.push(...f.archives.map((n) => path.join(f.dir, n)));
   }
   return out;
 }
 
 /** `nbackup-server verify [--storage S] [--agent A]`: one line per archive; 1 if any is bad. */
 export async function runVerify(configPath: string, o: { storage?: string; agent?: string }): Promise<number> {
-  const config = await loadServerConfig(configPath);
-  const all = Object.entries(config.storages).map(([name, sc]) => new Storage(name, sc));
-  const storages = o.storage ? all.filter((s) => s.name === o.storage) : all;
-  if (storages.length === 0) throw new NbackupError('usage', `no storage named "${o.storage}" in ${configPath}`);
-  if (o.agent && nameProblem(o.agent)) throw new NbackupError('usage', `agent name ${JSON.stringify(o.agent)} ${nameProblem(o.agent)}`);
+  const storages = await selectStorages(configPath, o);
   const files = await archivesToVerify(storages, o.agent);
   let bad = 0;
   for (const file of files) {
