@@ -1,6 +1,5 @@
 import { encodeTrailer } from '../../protocol/frames.js';
 import type { BackupConfig } from '../config/index.js';
-import { NbackupError, asNbackupError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { codecFor } from './pipeline/codecs.js';
 import { runPipeline, type PipelineResult } from './pipeline/pipeline.js';
@@ -15,6 +14,8 @@ import { sendSingle } from './session/single-sender.js';
 import { giveUpSession } from './session/give-up.js';
 import { runLimit } from './run-limit.js';
 import { Pacer } from './session/pacer.js';
+import { uploadIndex } from './session/index-upload.js';
+import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 
 /**
  * One backup entry, start to finish: open a session on the primary connection, run the pipeline
@@ -123,7 +124,9 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
     const r = result as PipelineResult | null;
     if (!r) throw new NbackupError('internal', 'pipeline finished without a result');
     reportProgress(ctx, stats, ring, true);
-    return committed(entry, sessionId, r, stats, log);
+    const outcome = committed(entry, sessionId, r, stats, log);
+    await storeIndex(ctx, sessionId, r, log);
+    return outcome;
   } catch (err) {
     // Stop the producer, and wait for it, before the job returns or starts over.
     ring.fail(asNbackupError(err));
@@ -141,6 +144,20 @@ async function runSession(entry: BackupConfig, sources: string[], ctx: BackupCon
   } finally {
     signal?.removeEventListener('abort', onAbort);
     primary.destroy();
+  }
+}
+
+/** Sends the archive's index after its commit; a failure is a warning (the backup is good either way). */
+async function storeIndex(ctx: BackupContext, sessionId: string, r: PipelineResult, log: Logger): Promise<void> {
+  if ('dropped' in r.index) {
+    log.warn({ session: sessionId, reason: r.index.dropped }, 'no index for this archive: restoring a few files from it reads all of it');
+    return;
+  }
+  try {
+    const bytes = await uploadIndex(ctx, sessionId, r.index.parts);
+    log.info({ session: sessionId, bytes, members: r.pack.entries }, 'index stored');
+  } catch (err) {
+    log.warn({ session: sessionId, err: errorMessage(err) }, 'index not stored: restoring a few files from this archive reads all of it');
   }
 }
 

@@ -2,7 +2,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { decompressor } from '../archive/decompress.js';
-import { INDEX_SUFFIX, readIndexHeader } from '../archive/index-header.js';
+import { INDEX_SUFFIX } from '../archive/index-header.js';
+import { readIndex, type IndexReader } from '../archive/index-format.js';
 import { TarReader } from '../archive/tar-reader.js';
 import { formatBytes } from '../config/units.js';
 import { errorMessage } from '../errors.js';
@@ -33,9 +34,13 @@ export async function verifyArchive(file: string): Promise<VerifyResult> {
   const tar = input.pipe(decompressor(file.endsWith('.tar.zst') ? 'zstd' : 'gzip'));
   input.on('error', (err) => tar.destroy(err));
   const reader = new TarReader(tar);
+  const index = fs.existsSync(file + INDEX_SUFFIX) ? new IndexCheck(file + INDEX_SUFFIX) : null;
   let members = 0;
   try {
-    while ((await reader.next()) !== null) members++;
+    for (let m = await reader.next(); m !== null; m = await reader.next()) {
+      members++;
+      await index?.member(m.offset);
+    }
     await reader.drain();
   } catch (err) {
     input.destroy();
@@ -47,17 +52,51 @@ export async function verifyArchive(file: string): Promise<VerifyResult> {
     return { file, ok: false, detail: `SHA-256 ${sha.toString('hex')} differs from the one recorded at commit, ${recorded.toString('hex')}`, members, size };
   }
   let note = recorded ? 'SHA-256 matches' : 'no SHA-256 recorded (committed before version 5)';
-  if (fs.existsSync(file + INDEX_SUFFIX)) {
-    try {
-      const h = await readIndexHeader(file + INDEX_SUFFIX);
-      if (h.sha256 !== sha.toString('hex') || h.archiveSize !== size) return { file, ok: false, detail: 'its index describes another archive', members, size };
-      if (h.members !== members) return { file, ok: false, detail: `its index lists ${h.members} members, the archive holds ${members}`, members, size };
-      note += ', index matches';
-    } catch (err) {
-      return { file, ok: false, detail: `its index cannot be read: ${errorMessage(err)}`, members, size };
-    }
+  if (index) {
+    const problem = await index.end(size, sha.toString('hex'));
+    if (problem) return { file, ok: false, detail: `its index ${problem}`, members, size };
+    note += ', index matches';
   }
   return { file, ok: true, detail: note, members, size };
+}
+
+/** An archive's index, read alongside the archive: every member where the index says it starts. */
+class IndexCheck {
+  private reader: Promise<IndexReader>;
+  private problem: string | null = null;
+  private seen = 0;
+
+  constructor(file: string) {
+    const input = fs.createReadStream(file);
+    this.reader = readIndex(input);
+    this.reader.catch(() => input.destroy());
+  }
+
+  async member(offset: number): Promise<void> {
+    if (this.problem) return;
+    try {
+      const next = await (await this.reader).members.next();
+      this.seen++;
+      if (next.done) this.problem = `lists fewer members than the archive holds`;
+      else if (next.value.offset !== offset) this.problem = `puts member ${this.seen} at tar offset ${next.value.offset}, the archive has it at ${offset}`;
+    } catch (err) {
+      this.problem = `cannot be read: ${errorMessage(err)}`;
+    }
+  }
+
+  /** Why the index does not describe this archive, or null when it does. */
+  async end(size: number, sha256: string): Promise<string | null> {
+    try {
+      const r = await this.reader;
+      if (this.problem) return this.problem;
+      if (r.header.sha256 !== sha256 || r.header.archiveSize !== size) return 'describes another archive';
+      const rest = await r.members.next();
+      if (!rest.done) return 'lists more members than the archive holds';
+      return null;
+    } catch (err) {
+      return this.problem ?? `cannot be read: ${errorMessage(err)}`;
+    }
+  }
 }
 
 /** Every archive of the storages (or one), of every agent (or one), oldest first per backup. */

@@ -20,6 +20,7 @@ import { TempDirs } from '../helpers/tmp.js';
 import { makeTree, type TreeInfo } from '../helpers/tree.js';
 import { agentConfigObject, committedBackups, makeWorkspace, restoredPath, showRun, writeServerConfig } from './harness.js';
 import { rawAgent } from './raw-client.js';
+import { startProxy } from '../helpers/proxy.js';
 
 const T = { timeoutMs: 60_000 };
 const MiB = 1024 * 1024;
@@ -87,7 +88,8 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
       const file = join(store, 'agent-a', 'app', name);
       const sha = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
       const shown = name.replace(/^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3}).*$/, '$1 $2:$3:$4.$5 UTC');
-      assert.match(r.stdout, new RegExp(`^  ${shown} +\\S+ +\\S+ +- +gzip +main +${sha.slice(0, 16)}$`, 'm'), r.stdout);
+      const members = execFileSync('tar', ['-tzf', file]).toString('latin1').split('\n').filter(Boolean).length;
+      assert.match(r.stdout, new RegExp(`^  ${shown} +\\S+ +\\S+ +${members} +gzip +main +${sha.slice(0, 16)}$`, 'm'), r.stdout);
     }
     assert.match(r.stdout, / zstd +main /);
     const only = await runAgent(['list', '--config', yamlA, '--backup', 'zst'], T);
@@ -144,6 +146,67 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     assert.match(none.stderr, /nothing matches/);
   });
 
+  it('one file through the index: only the blocks that hold it cross the wire (counted by a proxy), gzip and zstd', async () => {
+    const proxy = await startProxy({ target: { host: '127.0.0.1', port: server!.port } });
+    try {
+      // A tree of several blocks: 24 MiB of data that does not compress, and small files among it.
+      const big = join(work, 'big');
+      for (let i = 0; i < 6; i++) fs.mkdirSync(join(big, `part${i}`), { recursive: true });
+      for (let i = 0; i < 6; i++) {
+        fs.writeFileSync(join(big, `part${i}`, 'noise.bin'), crypto.randomBytes(4 * MiB));
+        fs.writeFileSync(join(big, `part${i}`, 'note.txt'), `note ${i}\n`.repeat(1000));
+      }
+      fs.symlinkSync('note.txt', join(big, 'part3', 'to-note'));
+      const yaml = join(work, 'agent-a-proxy.yaml');
+      const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [
+        { name: 'bigz', storage: 'main', sources: [big] },
+        { name: 'bigg', storage: 'main', sources: [big] },
+      ]);
+      (cfg.backups as Record<string, unknown>[])[0].compression = { format: 'zstd', level: 3 };
+      await writeYaml(yaml, cfg);
+      for (const backup of ['bigz', 'bigg']) {
+        const b = await runAgent(['--config', yaml, '--once', '--backup', backup], T);
+        assert.equal(b.code, 0, showRun(b));
+        assert.ok(b.logs.some((l) => l.msg === 'index stored'), showRun(b));
+        const archive = join(store, 'agent-a', backup, (await committedBackups(join(store, 'agent-a', backup))).pop()!);
+        const indexSize = fs.statSync(`${archive}.index.gz`).size;
+        const into = await tmp.make('nbackup-it-ri-');
+        const before = proxy.bytesServerToClient;
+        const rel = `${big.replace(/^\//, '')}/part3`;
+        const r = await runAgent(['restore', '--config', yaml, '--backup', backup, '--to', into, `${rel}/note.txt`, `${rel}/to-note`], T);
+        assert.equal(r.code, 0, showRun(r));
+        assert.match(r.stderr, /read through its index: [12] of 2[45] blocks/);
+        const read = proxy.bytesServerToClient - before;
+        const blocksBytes = fs.statSync(archive).size;
+        // The list, the index, at most two blocks (≤ 2 × 1 MiB plus framing) and TLS records.
+        assert.ok(read < indexSize + 2.2 * MiB && read < blocksBytes / 8, `${read} bytes read of a ${blocksBytes}-byte archive (index ${indexSize})`);
+        const got = join(into, rel);
+        assert.equal(fs.readFileSync(join(got, 'note.txt'), 'utf8'), 'note 3\n'.repeat(1000));
+        assert.equal(fs.readlinkSync(join(got, 'to-note')), 'note.txt');
+        assert.deepEqual(fs.readdirSync(got).sort(), ['note.txt', 'to-note']);
+        const f = await runAgent(['find', '--config', yaml, '--backup', backup, '**/part3/note.txt'], T);
+        assert.equal(f.code, 0, showRun(f));
+        assert.match(f.stdout, new RegExp(`^${backup} {2}\\S+ \\S+ UTC {2}file {7} +7000 {2}\\S+Z {2}.*part3/note\\.txt$`, 'm'), f.stdout);
+      }
+      // A damaged index is not believed: the restore reads the whole archive instead, and says so.
+      const archive = join(store, 'agent-a', 'bigg', (await committedBackups(join(store, 'agent-a', 'bigg'))).pop()!);
+      const index = fs.readFileSync(`${archive}.index.gz`);
+      fs.writeFileSync(`${archive}.index.gz`, index.subarray(0, index.length - 9));
+      after(() => fs.writeFileSync(`${archive}.index.gz`, index));
+      const into = await tmp.make('nbackup-it-ri-');
+      const r = await runAgent(['restore', '--config', yaml, '--backup', 'bigg', '--to', into, '**/part1/note.txt'], T);
+      assert.equal(r.code, 0, showRun(r));
+      assert.match(r.stderr, /the index of \S+ cannot be used/);
+      assert.match(r.stderr, /SHA-256 verified/);
+      assert.equal(fs.readFileSync(join(into, big.replace(/^\//, ''), 'part1', 'note.txt'), 'utf8'), 'note 1\n'.repeat(1000));
+      const none = await runAgent(['restore', '--config', yaml, '--backup', 'bigz', '--to', into, 'no/such/file'], T);
+      assert.equal(none.code, 1, showRun(none));
+      assert.match(none.stderr, /nothing in \S+ matches "no\/such\/file"/);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("agent B can neither list nor read agent A's backups", async () => {
     const yamlB = join(work, 'agent-b.yaml');
     await writeYaml(yamlB, agentConfigObject(pki, 'agent-b', server!.port, [{ name: 'app', storage: 'main', sources: [tree.root] }]));
@@ -188,6 +251,10 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
       return c.read(decodeIndexAck, 10_000);
     };
     assert.equal((await put('agent-b', index({}))).status, ReadStatus.NOT_FOUND, "another agent's session does not exist for it");
+    // The agent stored a real index after its commit; it is taken away to try what IDXP accepts.
+    assert.ok(r.logs.some((l) => l.msg === 'index stored'), showRun(r));
+    const real = fs.readFileSync(`${file}.index.gz`);
+    fs.rmSync(`${file}.index.gz`);
     const wrong = await put('agent-a', index({ sha256: '0'.repeat(64) }));
     assert.equal(wrong.status, ReadStatus.REJECT);
     assert.match(wrong.message, /describes another archive/);
@@ -195,6 +262,9 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     assert.deepEqual((await put('agent-a', index({}))).status, ReadStatus.OK);
     assert.ok(fs.existsSync(`${file}.index.gz`));
     assert.deepEqual(fs.readdirSync(join(store, 'agent-a', 'zst')).filter((f) => f.endsWith('.tmp')), []);
+    // The agent's own index goes back the same way.
+    assert.equal((await put('agent-a', real)).status, ReadStatus.OK);
+    assert.ok(fs.readFileSync(`${file}.index.gz`).equals(real));
     const list = await runAgent(['list', '--config', yamlA, '--backup', 'zst'], T);
     assert.match(list.stdout, new RegExp(`^  \\S+ \\S+ UTC +\\S+ +\\S+ +42 +zstd +main +${sha.slice(0, 16)}$`.replace('42', String(members)), 'm'), list.stdout);
   });
@@ -235,6 +305,10 @@ t.close()`;
     assert.equal(fs.existsSync(join(into, '..', 'escape')), false);
     assert.deepEqual(fs.readdirSync(into).sort(), ['fine.txt', 'link']);
     assert.equal(fs.readFileSync(join(into, 'fine.txt'), 'utf8'), 'ok');
+    // An archive without an index is searched through its tar headers.
+    const f = await runAgent(['find', '--config', yamlA, '--backup', 'hostile', 'fine.*'], T);
+    assert.equal(f.code, 0, showRun(f));
+    assert.match(f.stdout, /^hostile {2}2026-01-01 00:00:00\.000 UTC {2}file {7} +2 {2}\S+Z {2}fine\.txt$/m);
   });
 
   it('nbackup-server verify passes clean archives and reports a flipped byte, exiting 1', async () => {
@@ -243,7 +317,7 @@ t.close()`;
     const total = clean.stdout.trim().split('\n');
     assert.equal(total[total.length - 1], `${total.length - 1} archives verified, 0 bad`);
     assert.ok(total.length - 1 >= 4, clean.stdout);
-    assert.match(clean.stdout, /^OK {3}\S+\.tar\.zst {2}\S+ {2}\d+ members {2}SHA-256 matches$/m);
+    assert.match(clean.stdout, /^OK {3}\S+\.tar\.zst {2}\S+ {2}\d+ members {2}SHA-256 matches, index matches$/m);
     const victim = join(store, 'agent-a', 'app', (await committedBackups(join(store, 'agent-a', 'app')))[0]);
     const fd = fs.openSync(victim, 'r+');
     const at = Math.floor(fs.fstatSync(fd).size / 2);
@@ -259,5 +333,13 @@ t.close()`;
     assert.ok(bad[0].startsWith(`BAD  ${victim}  `), bad[0]);
     assert.match(bad[0], /SHA-256 \w+ differs|not a valid compressed tar/);
     assert.match(r.stdout, new RegExp(`${total.length - 1} archives verified, 1 bad`));
+    // An index that puts a member where it is not is bad too.
+    const zst = join(store, 'agent-a', 'zst', (await committedBackups(join(store, 'agent-a', 'zst'))).pop()!);
+    const lines = zlib.gunzipSync(fs.readFileSync(`${zst}.index.gz`)).toString('utf8').split('\n');
+    lines[3] = lines[3].replace(/^\[(\d+),/, (_, o: string) => `[${Number(o) + 512},`);
+    fs.writeFileSync(`${zst}.index.gz`, zlib.gzipSync(lines.join('\n')));
+    const z = await runAgent(['verify', '--config', serverYaml, '--agent', 'agent-a'], { ...T, script: SERVER_BIN });
+    assert.equal(z.code, 1, showRun(z));
+    assert.match(z.stdout, /^BAD {2}\S+\.tar\.zst {2}.*its index puts member 2 at tar offset \d+, the archive has it at \d+$/m);
   });
 });

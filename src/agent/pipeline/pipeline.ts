@@ -5,6 +5,7 @@ import { scanSources } from './scanner.js';
 import type { BlockCodec } from './codecs.js';
 import { ParallelCompressor } from './parallel-compressor.js';
 import { TarPacker, type PackStats } from './tar-packer.js';
+import { IndexBuilder } from './index-builder.js';
 
 /**
  * scanner → tar → parallel compression (gzip or zstd) → SHA-256, delivering compressed bytes in
@@ -31,12 +32,15 @@ export interface PipelineResult {
   sha256: Buffer;
   size: number;
   pack: PackStats;
+  /** The archive's index (gzip members to send in order), or why there is none. */
+  index: { parts: Buffer[] } | { dropped: string };
 }
 
 export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
   const hash = crypto.createHash('sha256');
   let size = 0;
   const free: Buffer[] = [];
+  const index = new IndexBuilder();
   const compressor = new ParallelCompressor({
     codec: opts.codec,
     blockSize: BLOCK_SIZE,
@@ -46,6 +50,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
       if (block.length === BLOCK_SIZE && block.byteOffset === 0 && free.length < 8) free.push(block);
     },
     deliver: (out) => {
+      index.block(out.length);
       hash.update(out);
       size += out.length;
       return opts.deliver(out);
@@ -56,6 +61,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     { take: () => free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE) },
     { push: (block) => compressor.push(block) },
     opts.onWarning,
+    (m) => index.member(m),
   );
   opts.onStart?.(packer.stats);
   for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
@@ -65,5 +71,7 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   }
   await packer.finish();
   await compressor.end();
-  return { sha256: hash.digest(), size, pack: packer.stats };
+  const sha256 = hash.digest();
+  const parts = await index.finish({ format: opts.codec.format, blockSize: BLOCK_SIZE, tarSize: packer.stats.tarBytes, archiveSize: size, sha256: sha256.toString('hex') });
+  return { sha256, size, pack: packer.stats, index: parts ? { parts } : { dropped: index.dropped ?? 'no index' } };
 }

@@ -5,6 +5,7 @@ import { describeEntry, type ScanEntry, type ScanWarning } from './scanner.js';
 import { END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
 import { encodeSparse } from './tar-sparse.js';
 import { smallFileReader } from './small-file.js';
+import type { IndexMember } from '../../archive/index-format.js';
 
 /**
  * Turns scanned entries into a tar stream cut in fixed-size blocks. File data is read straight into
@@ -51,6 +52,8 @@ export class TarPacker {
     private readonly blocks: BlockSource,
     private readonly sink: BlockSink,
     private readonly onWarning: (w: ScanWarning) => void,
+    /** Hears each member as its first header record is written (the archive's index). */
+    private readonly onMember?: (m: IndexMember) => void,
   ) {
     this.block = blocks.take();
   }
@@ -74,14 +77,17 @@ export class TarPacker {
           this.warn(entry, `symlink could not be read: ${errorMessage(err)}`);
           return;
         }
+        this.record({ ...base, type: 'symlink', size: 0, link: target });
         await this.header({ ...base, type: 'symlink', size: 0, linkname: target });
         break;
       }
       case 'char-device':
       case 'block-device':
+        this.record({ ...base, type: entry.type, size: 0 });
         await this.header({ ...base, type: entry.type, size: 0, devmajor: major(st.rdev), devminor: minor(st.rdev) });
         break;
       default:
+        this.record({ ...base, type: entry.type, size: 0 });
         await this.header({ ...base, type: entry.type, size: 0 });
     }
     if (entry.type !== 'directory' && st.nlink > 1) this.hardLinks.set(`${st.dev}:${st.ino}`, entry.name);
@@ -98,6 +104,11 @@ export class TarPacker {
     }
   }
 
+  /** Tells the index about the member whose first header record is written next. */
+  private record(m: Omit<IndexMember, 'offset'>): void {
+    this.onMember?.({ offset: this.stats.tarBytes + this.pos, type: m.type, size: m.size, mode: m.mode & 0o7777, mtime: m.mtime, name: m.name, link: m.link });
+  }
+
   private warn(entry: ScanEntry, message: string): void {
     this.stats.warnings++;
     this.onWarning({ path: describeEntry(entry), message });
@@ -112,10 +123,11 @@ export class TarPacker {
    * A later name of an inode already archived becomes a hard-link member; true when it did. Only a
    * member that made it into the archive is remembered as a target (by the callers).
    */
-  private async hardLink(base: Omit<TarHeaderFields, 'type' | 'size'>, st: fs.Stats): Promise<boolean> {
+  private async hardLink(base: Omit<TarHeaderFields, 'type' | 'size'> & { name: Buffer }, st: fs.Stats): Promise<boolean> {
     if (st.nlink <= 1) return false;
     const first = this.hardLinks.get(`${st.dev}:${st.ino}`);
     if (first === undefined) return false;
+    this.record({ ...base, type: 'hardlink', size: 0, link: first });
     await this.header({ ...base, type: 'hardlink', size: 0, linkname: first });
     return true;
   }
@@ -131,6 +143,7 @@ export class TarPacker {
     if (out === 'open-failed') return this.openAndAdd(entry);
     if ('fd' in out) return this.addOpenFile(entry, out.fd);
     const r = out.read;
+    this.record({ name: entry.name, type: 'file', mode: r.mode, mtime: r.mtime, size: r.size });
     const header = encodeHeader({ name: entry.name, type: 'file', mode: r.mode, uid: r.uid, gid: r.gid, mtime: r.mtime, size: r.size }, this.scratch);
     this.stats.entries++;
     this.stats.files++;
@@ -180,6 +193,7 @@ export class TarPacker {
       const size = st.size;
       const member = { name: entry.name, mode: st.mode, uid: st.uid, gid: st.gid, mtime: st.mtimeMs / 1000 };
       if (await this.hardLink(member, st)) return;
+      this.record({ ...member, type: 'file', size });
       const map = sparseMap(fd, st);
       let regions: Extent[] = [{ offset: 0, length: size }];
       let dataSize = size;

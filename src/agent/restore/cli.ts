@@ -2,7 +2,8 @@ import { ReadTarget } from '../../../protocol/constants.js';
 import type { ArchiveInfo } from '../../../protocol/frames.js';
 import { loadAgentConfig } from '../../config/index.js';
 import { formatBytes } from '../../config/units.js';
-import { NbackupError } from '../../errors.js';
+import { NbackupError, errorMessage } from '../../errors.js';
+import { readIndex } from '../../archive/index-format.js';
 import { EXIT_BACKUP_FAILED } from '../../exit-codes.js';
 import { loadTlsMaterial } from '../../tls/material.js';
 import { decompressor } from '../../archive/decompress.js';
@@ -40,15 +41,26 @@ export async function runRestore(
       problems++;
       process.stderr.write(`nbackup-agent: ${p}: ${message}\n`);
     },
+    onNotice: (message) => process.stderr.write(`nbackup-agent: ${message}\n`),
   });
   const what = `${r.archive.backup} ${shownTime(r.archive.name)} (${r.archive.storage}/${r.archive.name})`;
-  const check = r.verified ? 'SHA-256 verified' : 'no SHA-256 recorded for it: not verified';
+  const x = r.indexed;
+  const check = x
+    ? `read through its index: ${x.blocks} of ${x.totalBlocks} blocks (${formatBytes(x.bytes)} + ${formatBytes(x.indexBytes)} of index), each block's checksum verified (the archive's SHA-256 is checked on a full restore)`
+    : r.verified
+      ? 'SHA-256 verified'
+      : 'no SHA-256 recorded for it: not verified';
   if (r.stats) {
     const s = r.stats;
     process.stderr.write(
       `restored ${what} into ${o.to}: ${s.files} files (${formatBytes(s.bytes)}), ${s.directories} folders, ${s.symlinks} symlinks, ${s.hardlinks} hard links, ${s.others} others; ${check}` +
         `${problems ? `; ${problems} members NOT restored (above)` : ''}\n`,
     );
+    const restored = s.files + s.directories + s.symlinks + s.hardlinks + s.others;
+    if (o.patterns.length > 0 && restored === 0 && problems === 0) {
+      process.stderr.write(`nbackup-agent: nothing in ${r.archive.name} matches ${o.patterns.map((p) => JSON.stringify(p)).join(' ')}\n`);
+      return EXIT_BACKUP_FAILED;
+    }
   } else {
     process.stderr.write(`wrote ${what} to stdout; ${check}\n`);
   }
@@ -62,8 +74,7 @@ export async function runFind(configPath: string, pattern: string, backup: strin
   const archives = await listRemote(ep, backup ?? '');
   let hits = 0;
   for (const a of archives) {
-    await eachMember(ep, a, (m) => {
-      if (!match(m.name)) return;
+    await eachMember(ep, a, match, (m) => {
       hits++;
       process.stdout.write(`${a.backup}  ${shownTime(a.name)}  ${m.type.padEnd(9)}  ${String(m.size).padStart(12)}  ${new Date(m.mtime * 1000).toISOString()}  ${m.name}\n`);
     });
@@ -79,8 +90,30 @@ interface MemberRow {
   mtime: number;
 }
 
+/** Each member of one archive: from its index when it has a usable one, else from its tar headers. */
+async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, match: (name: string) => boolean, onMember: (m: MemberRow) => void): Promise<void> {
+  if (a.indexSize > 0) {
+    const rows: MemberRow[] = [];
+    const { stream } = await readRemote(ep, a, ReadTarget.INDEX);
+    try {
+      const idx = await readIndex(stream);
+      for await (const m of idx.members) {
+        if (match(m.name.toString('utf8'))) rows.push({ name: displayName(m.name), type: m.type, size: m.size, mtime: m.mtime });
+      }
+      // Only a whole index is believed: a damaged one is read past, to the archive itself.
+      for (const r of rows) onMember(r);
+      return;
+    } catch (err) {
+      process.stderr.write(`nbackup-agent: the index of ${a.name} cannot be used (${errorMessage(err)}); reading the archive\n`);
+    } finally {
+      stream.destroy();
+    }
+  }
+  await eachTarMember(ep, a, match, onMember);
+}
+
 /** Each member of one archive, from its tar headers (the data is decompressed and skipped). */
-async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, onMember: (m: MemberRow) => void): Promise<void> {
+async function eachTarMember(ep: ReadEndpoint, a: ArchiveInfo, match: (name: string) => boolean, onMember: (m: MemberRow) => void): Promise<void> {
   const { stream } = await readRemote(ep, a, ReadTarget.ARCHIVE);
   const tar = stream.pipe(decompressor(formatOf(a.name)));
   stream.on('error', (err) => tar.destroy(err));
@@ -88,6 +121,7 @@ async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, onMember: (m: Member
   try {
     for (let m = await reader.next(); m !== null; m = await reader.next()) {
       const real = realName(m);
+      if (!match(real.name.toString('utf8'))) continue;
       onMember({ name: displayName(real.name), type: m.type, size: real.sparse ? real.sparse.realSize : m.size, mtime: m.mtime });
     }
   } finally {

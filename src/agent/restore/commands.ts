@@ -8,11 +8,12 @@ import type { ArchiveInfo } from '../../../protocol/frames.js';
 import { archiveTime } from '../../archive/names.js';
 import type { AgentConfig } from '../../config/index.js';
 import { formatBytes, formatDuration } from '../../config/units.js';
-import { NbackupError } from '../../errors.js';
+import { NbackupError, errorMessage } from '../../errors.js';
 import { decompressor } from '../../archive/decompress.js';
 import { Extractor, type ExtractStats } from './extract.js';
 import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
+import { planIndexed, plannedTar, type IndexedPlan } from './indexed.js';
 
 /** `list`, `restore` and `find` of nbackup-agent: the agent's own backups, over the read side (protocol v5). */
 
@@ -105,6 +106,17 @@ export interface RestoreOptions {
   force: boolean;
   patterns: string[];
   onProblem: (path: string, message: string) => void;
+  /** Hears why the index was not used, when there is one. */
+  onNotice?: (message: string) => void;
+}
+
+/** What an indexed restore read: the index, then `bytes` of `blocks` of the archive's `totalBlocks`. */
+export interface IndexedRead {
+  indexBytes: number;
+  bytes: number;
+  blocks: number;
+  totalBlocks: number;
+  members: number;
 }
 
 export interface RestoreResult {
@@ -112,6 +124,20 @@ export interface RestoreResult {
   stats: ExtractStats | null;
   /** Whether the whole archive was read and its SHA-256 checked against the one recorded. */
   verified: boolean;
+  /** Set when only the blocks holding the selected members were read, through the index. */
+  indexed: IndexedRead | null;
+}
+
+/** Restoring part of an archive that has an index reads only the blocks it needs, unless that is most of them anyway. */
+async function indexedPlan(ep: ReadEndpoint, archive: ArchiveInfo, o: RestoreOptions, select: (name: string) => boolean): Promise<IndexedPlan | null> {
+  if (o.patterns.length === 0 || archive.indexSize === 0) return null;
+  try {
+    const plan = await planIndexed(ep, archive, select);
+    return plan.bytes <= archive.size / 2 ? plan : null;
+  } catch (err) {
+    o.onNotice?.(`the index of ${archive.name} cannot be used (${errorMessage(err)}); reading the whole archive`);
+    return null;
+  }
 }
 
 /** Streams one archive from the server and extracts it (or writes it to stdout). */
@@ -125,16 +151,25 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
     const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
     await pipeline(stream, tap, process.stdout, { end: false });
     checkSha(archive, tap);
-    return { archive, stats: null, verified: archive.sha256 !== null };
+    return { archive, stats: null, verified: archive.sha256 !== null, indexed: null };
   }
   if (!o.to) throw new NbackupError('usage', 'restore needs --to DIR (or --stdout)');
+  const select = memberMatcher(o.patterns);
   const extractor = new Extractor({
     dir: path.resolve(o.to),
-    select: memberMatcher(o.patterns),
+    select,
     force: o.force,
     owners: process.getuid?.() === 0,
     onProblem: o.onProblem,
   });
+  const plan = select ? await indexedPlan(ep, archive, o, select) : null;
+  if (plan) {
+    await extractor.run(new TarReader(plannedTar(ep, archive, plan, formatOf(archive.name))));
+    extractor.finish();
+    const blocks = plan.runs.reduce((n, r) => n + r.last - r.first + 1, 0);
+    const indexed = { indexBytes: archive.indexSize, bytes: plan.bytes, blocks, totalBlocks: plan.blocks.length, members: plan.members };
+    return { archive, stats: extractor.stats, verified: false, indexed };
+  }
   const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
   const tarStream = stream.pipe(tap).pipe(decompressor(formatOf(archive.name)));
   stream.on('error', (err) => tarStream.destroy(err));
@@ -145,5 +180,5 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
   // Whatever follows the end-of-archive records is still read, so that the SHA-256 covers it all.
   await reader.drain();
   checkSha(archive, tap);
-  return { archive, stats: extractor.stats, verified: archive.sha256 !== null };
+  return { archive, stats: extractor.stats, verified: archive.sha256 !== null, indexed: null };
 }

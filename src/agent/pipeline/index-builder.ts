@@ -1,0 +1,71 @@
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { indexHead, memberLine, type IndexMember } from '../../archive/index-format.js';
+import type { IndexHeader } from '../../archive/index-header.js';
+
+const gzip = promisify(zlib.gzip);
+
+/** Member lines gathered before they are compressed (on the thread pool) as one gzip member. */
+const BATCH_CHARS = 1 << 20;
+/** Most memory the index may take while the backup runs (compressed parts plus text not yet compressed). */
+export const MAX_INDEX_MEMORY = 64 * 1024 * 1024;
+
+/**
+ * Builds an archive's index while it is packed (format: archive/index-format.ts): the member lines
+ * are compressed in batches as they come, the block sizes counted as blocks are delivered. Past
+ * MAX_INDEX_MEMORY (several million files) the index is given up — the backup goes on, and a
+ * restore of that archive reads it whole — and `dropped` says why.
+ */
+export class IndexBuilder {
+  private batch = '';
+  private readonly parts: Promise<Buffer>[] = [];
+  private held = 0;
+  private readonly blocks: number[] = [];
+  members = 0;
+  dropped: string | null = null;
+
+  constructor(private readonly limit = MAX_INDEX_MEMORY) {}
+
+  member(m: IndexMember): void {
+    if (this.dropped) return;
+    this.members++;
+    this.batch += memberLine(m);
+    if (this.batch.length >= BATCH_CHARS) this.seal();
+  }
+
+  /** A block was delivered: `compressed` bytes of archive. */
+  block(compressed: number): void {
+    this.blocks.push(compressed);
+  }
+
+  /** The index, as the gzip members to send one after the other; null when it was given up. */
+  async finish(h: Omit<IndexHeader, 'nbackupIndex' | 'members' | 'blocks'>): Promise<Buffer[] | null> {
+    if (!this.dropped) this.seal();
+    const body = await Promise.all(this.parts);
+    if (this.dropped) return null;
+    return [indexHead({ nbackupIndex: 1, ...h, members: this.members, blocks: this.blocks.length }, this.blocks), ...body];
+  }
+
+  private seal(): void {
+    if (this.batch.length === 0) return;
+    const text = this.batch;
+    this.batch = '';
+    this.held += text.length;
+    const part = gzip(text, { level: 6 }).then((z) => {
+      this.held += z.length - text.length;
+      if (this.held > this.limit) this.drop();
+      return z;
+    });
+    this.parts.push(part);
+    if (this.held > this.limit) this.drop();
+  }
+
+  private drop(): void {
+    if (this.dropped) return;
+    this.dropped = `the index of ${this.members} members outgrew ${this.limit / 1048576} MiB of memory`;
+    this.batch = '';
+    // What is compressed already is let go once its job is done.
+    const pending = this.parts.splice(0);
+    void Promise.allSettled(pending);
+  }
+}
