@@ -86,7 +86,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     const files = await committedBackups(appDir());
     assert.equal(files.length, 1, `expected one committed backup in ${appDir()}, got ${JSON.stringify(files)}`);
     const all = await listFilesRecursive(mainDir);
-    assert.deepEqual(all, [`agent-a/app/${files[0]}`, `agent-a/app/${files[0]}.sha256`], 'the storage should hold exactly the one backup file and its SHA-256');
+    assert.deepEqual(all, [`agent-a/app/${files[0]}`, `agent-a/app/${files[0]}.index.gz`, `agent-a/app/${files[0]}.sha256`], 'the storage should hold exactly the one backup file, its index and its SHA-256');
     const archive = join(appDir(), files[0]);
 
     await restoresTree(archive);
@@ -126,7 +126,7 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     assert.ok(third[1] > second[1], 'the newest backup sorts after the older ones');
     assert.deepEqual(
       await listFilesRecursive(mainDir),
-      third.flatMap((f) => [`agent-a/app/${f}`, `agent-a/app/${f}.sha256`]),
+      third.flatMap((f) => [`agent-a/app/${f}`, `agent-a/app/${f}.index.gz`, `agent-a/app/${f}.sha256`]),
       'nothing but the 2 kept backups and their SHA-256 files (no .tmp, nothing of the rotated one) may be in the storage',
     );
     for (const f of third) await restoresTree(join(appDir(), f));

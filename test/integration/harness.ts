@@ -266,7 +266,7 @@ export async function restoreTheBackup(env: Env, tree: TreeInfo, o: { onlyFile?:
     'no temporary or staging file left',
   );
   const name = `agent-a/app/${files[0].slice(backupDir.length + 1)}`;
-  if (o.onlyFile) assert.deepEqual(all.sort(), [name, `${name}.sha256`], 'nothing but the committed file and its SHA-256');
+  if (o.onlyFile) assert.deepEqual(all.sort(), [name, `${name}.index.gz`, `${name}.sha256`], 'nothing but the committed file, its index and its SHA-256');
   return { file: files[0], size: statSync(files[0]).size };
 }
 

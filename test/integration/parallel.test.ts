@@ -33,6 +33,8 @@ import {
   withProxy,
 } from './parallel-bench.js';
 
+/** After a commit the agent sends the archive's index on one more connection. */
+const INDEX = 1;
 const bench = new ParallelBench();
 const { setup, agentYaml, restoreAndCompare } = bench;
 before(() => bench.start({ source: true }));
@@ -52,7 +54,7 @@ test('parallels: 4 without faults: four streams, exact restore, one committed fi
     await settled(proxy);
     assertNoInternalError(env.server);
 
-    assert.equal(proxy.connections, 1 + STREAMS, 'the primary and four data streams, nothing else');
+    assert.equal(proxy.connections, 1 + STREAMS + INDEX, 'the primary, four data streams and the index, nothing else');
     assertJoins(env.server, 0);
     const started = oneLog(run.logs, 'parallel session started', 'agent');
     assert.equal(started.maxStreams, STREAMS);
@@ -66,7 +68,7 @@ test('parallels: 4 without faults: four streams, exact restore, one committed fi
     assert.equal(assembled.duplicates, 0);
     assert.equal(assembled.streams, STREAMS);
     // Every data stream carried a share of the chunks.
-    const perConn = proxy.conns.slice(1).map((c) => c.bytesClientToServer);
+    const perConn = proxy.conns.slice(1, 1 + STREAMS).map((c) => c.bytesClientToServer);
     assert.ok(perConn.every((b) => b >= 2 * CHUNK), `bytes per data stream: ${perConn.join(', ')}`);
 
     const committed = oneLog(run.logs, 'backup committed', 'agent');
@@ -109,7 +111,7 @@ test('three data streams reset mid-transfer: each re-joins at its offset, bytes 
       ['closed', 'reset', 'reset', 'closed', 'reset'],
       'every planned cut happened',
     );
-    assert.equal(proxy.connections, 1 + STREAMS + cuts, 'one re-join per cut, nothing else');
+    assert.equal(proxy.connections, 1 + STREAMS + cuts + INDEX, 'one re-join per cut, nothing else');
     const agentRejoins = logsWith(run.logs, 'stream re-joined');
     assert.equal(agentRejoins.length, cuts, 'the agent logged "stream re-joined" once per cut');
     assert.equal(new Set(agentRejoins.map((l) => l.stream)).size, cuts, 'three different streams re-joined');
@@ -217,10 +219,10 @@ test('one stream cut and every re-join refused: it dies, its chunks go to the ot
     await settled(proxy);
     assertNoInternalError(env.server);
 
-    assert.equal(proxy.connections, 1 + STREAMS + REJOIN_ATTEMPTS, 'no other stream reconnected');
+    assert.equal(proxy.connections, 1 + STREAMS + REJOIN_ATTEMPTS + INDEX, 'no other stream reconnected');
     assert.deepEqual(
       proxy.conns.map((c) => c.state),
-      ['closed', 'reset', 'closed', 'closed', 'closed', ...refusals.map(() => 'refused')],
+      ['closed', 'reset', 'closed', 'closed', 'closed', ...refusals.map(() => 'refused'), 'closed'],
     );
     const dead = oneLog(run.logs, 'stream is dead; its unacknowledged chunks go to the live streams', 'agent');
     assert.equal(dead.attempts, REJOIN_ATTEMPTS);
@@ -278,7 +280,7 @@ test('every stream cut and every re-join refused: the agent fails clearly, the s
       'one clear stderr line',
     );
     assert.equal(logsWith(run.logs, 'stream is dead; its unacknowledged chunks go to the live streams').length, STREAMS);
-    assert.equal(proxy.connections, 1 + STREAMS + STREAMS * REJOIN_ATTEMPTS, 'three re-joins per stream, then nothing');
+    assert.equal(proxy.connections, 1 + STREAMS + STREAMS * REJOIN_ATTEMPTS, 'three re-joins per stream, then nothing (a failed backup sends no index)');
     assert.deepEqual(
       proxy.conns.slice(1, 1 + STREAMS).map((c) => c.state),
       cutsAt.map(() => 'reset'),
@@ -374,7 +376,8 @@ test('one stream throttled to 256 KiB/s: the server spills out-of-order chunks, 
         agentDropped: lost.map((l) => `${String(l.err)} (${String(l.unacknowledged)} chunks unacknowledged)`),
         serverDropped: idle.map((l) => String(l.err)),
       },
-      { connections: 1 + STREAMS, agentDropped: [], serverDropped: [] },
+      // The control of the session, its streams, and the index sent after the commit.
+      { connections: 1 + STREAMS + INDEX, agentDropped: [], serverDropped: [] },
       'no stream was taken for dead',
     );
     assertJoins(env.server, 0);

@@ -73,7 +73,9 @@ test('a cut inside the trailer: the agent resumes and resends only the missing t
     const size = fs.statSync(file).size;
 
     // The proxy's view: the first connection carried handshake + mode + data + 24 trailer bytes.
-    assert.equal(proxy.connections, 2, `connections: ${proxy.conns.map((c) => `${c.kind}:${c.state}`).join(', ')}`);
+    // …and after the commit, the index goes on a connection of its own.
+    assert.equal(proxy.connections, 3, `connections: ${proxy.conns.map((c) => `${c.kind}:${c.state}`).join(', ')}`);
+    assert.equal(proxy.conns[2].kind, 'IDXP');
     const [first, second] = proxy.conns;
     const session = String(oneLog(run.logs, 'backup started', all).session);
     const hsLen = encodeHandshake({ agent: 'agent-a', storage: 'main', backup: 'app' }).length;
@@ -140,8 +142,9 @@ test('a resume offset that has left the ring buffer: the agent says so and start
     assert.match(String(restart.reason), /resume offset 0 has already left the ring buffer/);
     assert.match(String(restart.reason), /buffer_size is too small/);
 
-    // Connections: the cut NBKP, the RSME whose answer was rewritten, the fresh NBKP.
-    assert.equal(proxy.connections, 3, `connections: ${proxy.conns.map((c) => `${c.kind}:${c.state}`).join(', ')}`);
+    // Connections: the cut NBKP, the RSME whose answer was rewritten, the fresh NBKP, the index.
+    assert.equal(proxy.connections, 4, `connections: ${proxy.conns.map((c) => `${c.kind}:${c.state}`).join(', ')}`);
+    assert.equal(proxy.conns[3].kind, 'IDXP');
     const [first, resume, fresh] = proxy.conns;
     assert.equal(first.kind, 'NBKP');
     assert.equal(first.state, 'reset');
