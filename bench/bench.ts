@@ -13,6 +13,7 @@
  *                    use all N streams from the start: auto_scaler off)
  *   --format LIST    archive formats, gzip and/or zstd (default gzip), each at its default level
  *   --small-files N  back up N generated 1-4 KiB files instead of the folders
+ *   --restore        measure restores of one backup instead (restore.ts)
  *   --keep           keep the temporary folder (configs, keys, outputs)
  *
  * The reference needs pigz, sshd and ssh; when one is missing it is skipped with a notice. It uses a
@@ -33,6 +34,7 @@ import { USAGE, UsageError, parseOptions, type Options } from './options.js';
 import { makeBenchPki } from './pki.js';
 import { duBytes, findReferenceTools, runReference, setUpReference, warmCache, type ReferenceKind, type ReferenceRun, type ReferenceSetup } from './reference.js';
 import { makeSmallFiles } from './small-files.js';
+import { restoreBench } from './restore.js';
 import { report, type RunRecord } from './report.js';
 import type { PrivateSshd } from './sshd.js';
 import { Fatal, findExecutable, fmtBytes, fmtMiB, fmtSeconds, killAllSync, log, toolVersion } from './util.js';
@@ -208,6 +210,10 @@ async function main(): Promise<number> {
   log(`warming the page cache (tar -cf - ... > /dev/null)...`);
   const warm = await warmCache(tar, dirs);
   log(`warm-up: ${fmtBytes(warm.tarBytes)} tar stream in ${warm.seconds.toFixed(2)} s`);
+
+  if (opts.restore) {
+    return restoreBench({ root: nbRoot, dirs, runs: opts.runs, pki: nb.pki, tar, ref, onServer: (s) => (state.server = s) });
+  }
 
   const modes: Mode[] = opts.formats.flatMap((format) => opts.parallels.map((parallels) => ({ format, parallels })));
   // The pigz pipeline is every mode's yardstick; the zstd one runs when a zstd mode does.

@@ -63,12 +63,12 @@ function tail(text: string, lines = 40): string {
 }
 
 /** Writes `value` as YAML to `path` (parent folders are created). */
-async function writeYaml(path: string, value: unknown): Promise<void> {
+export async function writeYaml(path: string, value: unknown): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   await writeFile(path, stringify(value));
 }
 
-async function findBackups(dir: string): Promise<string[]> {
+export async function findBackups(dir: string): Promise<string[]> {
   const found: string[] = [];
   const walk = async (d: string): Promise<void> => {
     for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
@@ -81,7 +81,7 @@ async function findBackups(dir: string): Promise<string[]> {
   return found.sort();
 }
 
-function serverConfig(pki: BenchPki, storageDir: string): unknown {
+export function serverConfig(pki: BenchPki, storageDir: string): unknown {
   return {
     server: { listen: '127.0.0.1:0' },
     tls: { ca_cert: pki.caCert, server_cert: pki.serverCert, server_key: pki.serverKey },
@@ -90,7 +90,7 @@ function serverConfig(pki: BenchPki, storageDir: string): unknown {
   };
 }
 
-function agentConfig(pki: BenchPki, port: number, dirs: string[], mode: Mode): unknown {
+export function agentConfig(pki: BenchPki, port: number, dirs: string[], mode: Mode): unknown {
   return {
     agent: { name: AGENT_NAME },
     server: { address: `127.0.0.1:${port}` },

@@ -1,6 +1,6 @@
 /**
  * The benchmark's command line:
- * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--keep]`.
+ * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--keep]`.
  */
 import { resolve } from 'node:path';
 
@@ -15,18 +15,22 @@ export interface Options {
   runs: number;
   parallels: number[];
   formats: BenchFormat[];
+  /** Measure restores (full and one file) instead of backups. */
+  restore: boolean;
   keep: boolean;
 }
 
 export class UsageError extends Error {}
 
-export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--keep]
+export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--keep]
   --dir PATH        folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
   --small-files N   back up N generated files of 1-4 KiB instead (e.g. 200000)
   --runs N          repetitions, medians reported when N > 1 (default 1)
   --parallels L     comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
   --format L        comma-separated archive formats, gzip and/or zstd (default gzip); each
                     parallels value runs once per format, at the format's default level
+  --restore         measure restores instead: the full restore against ssh cat | tar xzf, and one
+                    small file through the index (time and bytes read)
   --keep            keep the temporary folder`;
 
 /** Parses the arguments (after `node bench.js`); throws UsageError. `--help` prints USAGE and exits 0. */
@@ -37,6 +41,7 @@ export function parseOptions(argv: string[]): Options {
   let formats: BenchFormat[] = ['gzip'];
   let smallFiles = 0;
   let keep = false;
+  let restore = false;
   const intArg = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = v === undefined ? NaN : Number(v);
     if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} expects an integer between ${min} and ${max}, got ${v ?? 'nothing'}`);
@@ -76,6 +81,9 @@ export function parseOptions(argv: string[]): Options {
       case '--keep':
         keep = true;
         break;
+      case '--restore':
+        restore = true;
+        break;
       case '-h':
       case '--help':
         process.stdout.write(USAGE + '\n');
@@ -86,5 +94,5 @@ export function parseOptions(argv: string[]): Options {
     }
   }
   if (smallFiles > 0 && dirs.length > 0) throw new UsageError('--small-files and --dir exclude each other');
-  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, keep };
+  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, restore, keep };
 }

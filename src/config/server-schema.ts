@@ -1,7 +1,7 @@
 /** The server.yaml schema; same rules as agent-schema.ts. */
 import { z } from 'zod';
 import { nameProblem } from '../../protocol/names.js';
-import { bool, duration, hostPort, int, loggingSection, missing, obj, pathLeaf, section, size, wrong } from './leaves.js';
+import { bool, cron, duration, hostPort, int, loggingSection, missing, obj, pathLeaf, section, size, wrong } from './leaves.js';
 import { MB } from './units.js';
 import { keepsSomething, type KeepPolicy } from '../server/retention.js';
 
@@ -85,6 +85,10 @@ export function serverConfigSchema(baseDir?: string) {
         enabled: bool().default(false),
         listen: hostPort(0).prefault('127.0.0.1:9848'),
       }),
+      /** Re-reads every archive on this cron schedule (nbackup-server verify), results in the log and /metrics. */
+      verify: section({
+        schedule: cron().optional(),
+      }),
     }).transform((s) => ({
       listen: s.listen.address,
       host: s.listen.host,
@@ -95,6 +99,7 @@ export function serverConfigSchema(baseDir?: string) {
       max_concurrent_sessions: s.max_concurrent_sessions,
       flow_rotation: s.flow_rotation,
       metrics: s.metrics,
+      verify: s.verify,
     })),
     tls: obj({
       ca_cert: pathLeaf(baseDir, 'a path to a PEM file'),

@@ -23,6 +23,7 @@ import { ControlHub } from './control/control-hub.js';
 import { FlowRotator } from './control/flow-rotator.js';
 import { startMetricsHttp } from './metrics/metrics-http.js';
 import { ServerMetrics } from './metrics/server-metrics.js';
+import { VerifySchedule } from './verify-schedule.js';
 import { SessionRegistry } from './registry.js';
 import { Storage } from './storage.js';
 
@@ -42,6 +43,8 @@ export class BackupServer {
   private metricsHttp: { port: number; close: () => Promise<void> } | null = null;
   /** Flow rotation of parallel streams (server.flow_rotation; rotateNow by hand). */
   readonly rotator: FlowRotator;
+  /** server.verify.schedule, when set. */
+  private readonly verifier: VerifySchedule | null;
 
   constructor(config: ServerConfig, log: Logger) {
     const material = loadTlsMaterial({ ca: config.tls.ca_cert, cert: config.tls.server_cert, key: config.tls.server_key });
@@ -57,6 +60,8 @@ export class BackupServer {
     this.material = material;
     this.ctx = { config, log, storages, registry, control, gate, metrics };
     this.rotator = new FlowRotator(config.server.flow_rotation, registry, control, log);
+    const schedule = config.server.verify.schedule;
+    this.verifier = schedule ? new VerifySchedule(schedule, storages, metrics, log) : null;
     this.server = tls.createServer({
       ...serverTlsOptions(material),
       allowHalfOpen: true,
@@ -94,6 +99,7 @@ export class BackupServer {
     });
     const bound = (this.server.address() as AddressInfo).port;
     this.rotator.start();
+    this.verifier?.start();
     log.info({ host, port: bound, storages: [...storages.keys()] }, 'listening');
     this.logCertificateDays();
     if (config.server.metrics.enabled) {
@@ -122,6 +128,7 @@ export class BackupServer {
    */
   async stop(graceMs = 10_000): Promise<void> {
     this.rotator.stop();
+    this.verifier?.stop();
     await this.metricsHttp?.close();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sockets) s.destroy();

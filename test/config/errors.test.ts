@@ -247,6 +247,12 @@ test('bad cron schedules are refused', () => {
       why,
     );
   }
+  expectConfigError(
+    () => parseServerConfig(serverWith((s) => ((s.server as Record<string, unknown>).verify = { schedule: '0 4 * *' })), SERVER),
+    SERVER,
+    'server.verify.schedule',
+    /\(4 fields\)/,
+  );
 });
 
 test('duplicate backup names are refused, naming the second one', () => {

@@ -168,6 +168,7 @@ test('server defaults and host:port forms', () => {
     max_concurrent_sessions: 0,
     flow_rotation: { enabled: false, min_throughput: MB, window: 60_000 },
     metrics: { enabled: false, listen: { address: '127.0.0.1:9848', host: '127.0.0.1', port: 9848 } },
+    verify: {},
   });
   assert.deepEqual(c.storages.scripts, {
     base_dir: '/var/backups/scripts',

@@ -37,6 +37,11 @@ export class ServerMetrics {
   private readonly lastTime: client.Gauge<keyof BackupLabels>;
   private readonly lastSize: client.Gauge<keyof BackupLabels>;
   private readonly lastDuration: client.Gauge<keyof BackupLabels>;
+  private readonly verifyRuns: client.Counter;
+  private readonly verifyLast: client.Gauge;
+  private readonly verifyDuration: client.Gauge;
+  private readonly verifyArchives: client.Gauge<'storage' | 'result'>;
+  private readonly verifyBad: client.Gauge<'storage' | 'archive'>;
   /** Bytes read from connections that have closed; live ones are added at scrape time. */
   private closedBytes = 0;
   private readonly live = new Set<tls.TLSSocket>();
@@ -74,6 +79,21 @@ export class ServerMetrics {
     this.lastTime = new client.Gauge({ name: 'nbackup_last_backup_timestamp_seconds', help: 'When the last backup was committed (Unix time)', labelNames, registers });
     this.lastSize = new client.Gauge({ name: 'nbackup_last_backup_size_bytes', help: 'Size of the last committed archive', labelNames, registers });
     this.lastDuration = new client.Gauge({ name: 'nbackup_last_backup_duration_seconds', help: 'How long the last committed backup took', labelNames, registers });
+    this.verifyRuns = new client.Counter({ name: 'nbackup_verify_runs_total', help: 'Scheduled verify runs completed (server.verify.schedule)', registers });
+    this.verifyLast = new client.Gauge({ name: 'nbackup_verify_last_run_timestamp_seconds', help: 'When the last scheduled verify run ended (Unix time)', registers });
+    this.verifyDuration = new client.Gauge({ name: 'nbackup_verify_last_run_duration_seconds', help: 'How long the last scheduled verify run took', registers });
+    this.verifyArchives = new client.Gauge({
+      name: 'nbackup_verify_archives',
+      help: 'Archives the last scheduled verify run found good (result="ok") and bad (result="bad"), per storage',
+      labelNames: ['storage', 'result'],
+      registers,
+    });
+    this.verifyBad = new client.Gauge({
+      name: 'nbackup_verify_bad_archive',
+      help: 'Set to 1 for each archive the last scheduled verify run found bad (path under the storage)',
+      labelNames: ['storage', 'archive'],
+      registers,
+    });
     new client.Gauge({
       name: 'nbackup_active_sessions',
       help: 'Sessions being received or kept for a resume',
@@ -134,6 +154,20 @@ export class ServerMetrics {
     this.lastTime.set({ ...labels }, Math.floor(at / 1000));
     this.lastSize.set({ ...labels }, size);
     this.lastDuration.set({ ...labels }, seconds);
+  }
+
+  /** The results of one scheduled verify run, replacing the last one's. */
+  verified(run: { storages: readonly string[]; ok: Map<string, number>; bad: { storage: string; archive: string }[]; seconds: number; at?: number }): void {
+    this.verifyRuns.inc();
+    this.verifyLast.set(Math.floor((run.at ?? Date.now()) / 1000));
+    this.verifyDuration.set(run.seconds);
+    this.verifyArchives.reset();
+    this.verifyBad.reset();
+    for (const storage of run.storages) {
+      this.verifyArchives.set({ storage, result: 'ok' }, run.ok.get(storage) ?? 0);
+      this.verifyArchives.set({ storage, result: 'bad' }, run.bad.filter((b) => b.storage === storage).length);
+    }
+    for (const b of run.bad) this.verifyBad.set(b, 1);
   }
 
   resumed(): void {
