@@ -1,7 +1,9 @@
 import { Command } from 'commander';
-import { runDaemon, runHealth, runOnce } from '../agent/cli.js';
 import { describeEngines } from '../agent/pipeline/codecs.js';
-import { runFind, runList, runRestore } from '../agent/restore/cli.js';
+
+// Each command loads its own part of the agent when it runs: a restore starts without the backup side.
+const backupSide = () => import('../agent/cli.js');
+const readSide = () => import('../agent/restore/cli.js');
 import { usageError } from './run-command.js';
 
 /** The nbackup-agent command line: what `--help` prints and what the man page (man-page.ts) is made from. */
@@ -18,11 +20,11 @@ export function agentProgram(): Command {
     .action(async (opts: { config?: string; once?: boolean; backup?: string; progress?: boolean }) => {
       if (!opts.config) throw usageError("required option '-c, --config <file>' not specified");
       if (opts.once) {
-        process.exitCode = await runOnce(opts.config, { backup: opts.backup, progress: !!opts.progress });
+        process.exitCode = await (await backupSide()).runOnce(opts.config, { backup: opts.backup, progress: !!opts.progress });
         return;
       }
       if (opts.backup || opts.progress) throw usageError('--backup and --progress are only valid with --once');
-      process.exitCode = await runDaemon(opts.config);
+      process.exitCode = await (await backupSide()).runDaemon(opts.config);
     });
 
   program
@@ -31,7 +33,7 @@ export function agentProgram(): Command {
     .argument('[host:port]', 'server address (default: server.address of the config)')
     .requiredOption('-c, --config <file>', 'agent.yaml (for the certificates)')
     .action(async (address: string | undefined, opts: { config: string }) => {
-      process.exitCode = await runHealth(address, opts.config);
+      process.exitCode = await (await backupSide()).runHealth(address, opts.config);
     });
 
   program
@@ -40,7 +42,7 @@ export function agentProgram(): Command {
     .requiredOption('-c, --config <file>', 'agent.yaml')
     .option('--backup <name>', 'only this backup entry')
     .action(async (opts: { config: string; backup?: string }) => {
-      process.exitCode = await runList(opts.config, opts.backup);
+      process.exitCode = await (await readSide()).runList(opts.config, opts.backup);
     });
 
   program
@@ -55,7 +57,7 @@ export function agentProgram(): Command {
     .option('--force', 'replace files that already exist in the folder')
     .action(async (patterns: string[], opts: { config: string; backup: string; at: string; to?: string; stdout?: boolean; force?: boolean }) => {
       if (!opts.to && !opts.stdout) throw usageError('restore needs --to <dir> or --stdout');
-      process.exitCode = await runRestore(opts.config, { backup: opts.backup, at: opts.at, to: opts.to, stdout: !!opts.stdout, force: !!opts.force, patterns });
+      process.exitCode = await (await readSide()).runRestore(opts.config, { backup: opts.backup, at: opts.at, to: opts.to, stdout: !!opts.stdout, force: !!opts.force, patterns });
     });
 
   program
@@ -65,7 +67,7 @@ export function agentProgram(): Command {
     .requiredOption('-c, --config <file>', 'agent.yaml')
     .option('--backup <name>', 'only this backup entry')
     .action(async (pattern: string, opts: { config: string; backup?: string }) => {
-      process.exitCode = await runFind(opts.config, pattern, opts.backup);
+      process.exitCode = await (await readSide()).runFind(opts.config, pattern, opts.backup);
     });
   return program;
 }

@@ -68,9 +68,15 @@ export function pickArchive(archives: readonly ArchiveInfo[], backup: string, at
 /** Patterns as `find` and `restore` take them: globs on member names, a leading "/" ignored, a folder's name selecting what is under it. */
 export function memberMatcher(patterns: readonly string[]): ((name: string) => boolean) | undefined {
   if (patterns.length === 0) return undefined;
-  const globs = patterns.map((p) => p.replace(/^\/+/, '').replace(/\/+$/, ''));
-  const match = picomatch(globs, { dot: true });
+  const cleaned = patterns.map((p) => p.replace(/^\/+/, '').replace(/\/+$/, ''));
+  // A pattern without glob characters is a path: compared as text, which is much faster over an index.
+  const isGlob = (p: string): boolean => p.includes('\\') || picomatch.scan(p).isGlob;
+  const literals = cleaned.filter((p) => !isGlob(p));
+  const globs = cleaned.filter(isGlob);
+  const match = globs.length > 0 ? picomatch(globs, { dot: true }) : null;
   return (name) => {
+    for (const l of literals) if (name === l || (name.startsWith(l) && name.charCodeAt(l.length) === 0x2f)) return true;
+    if (!match) return false;
     if (match(name)) return true;
     // A match on any folder above it selects the member too.
     for (let i = name.indexOf('/'); i > 0; i = name.indexOf('/', i + 1)) if (match(name.slice(0, i))) return true;

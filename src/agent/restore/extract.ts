@@ -36,6 +36,14 @@ export interface ExtractStats {
 
 const SLASH = 0x2f;
 const O_NEW = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+const UMASK = process.umask();
+const EUID = process.geteuid?.() ?? -1;
+const EGID = process.getegid?.() ?? -1;
+
+/** The mode a file is created with: its own permission bits less the umask (set-id bits only once its owner is set). */
+function createMode(mode: number): number {
+  return mode & 0o777 & ~UMASK;
+}
 
 /** Why a name may not be written under the target folder, or null. */
 export function unsafeName(name: Buffer): string | null {
@@ -152,20 +160,33 @@ export class Extractor {
       else if (!st.isDirectory()) throw new Refused(`refused: ${displayName(path.subarray(this.root.length + 1))} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}; nothing is written through it`);
       this.verified.add(key);
     }
-    const target = Buffer.concat([path, Buffer.of(SLASH), parts[parts.length - 1]]);
-    if (isDir) return target;
-    let st: fs.Stats | undefined;
+    // An existing entry is dealt with when making the new one fails with EEXIST (existing()).
+    return Buffer.concat([path, Buffer.of(SLASH), parts[parts.length - 1]]);
+  }
+
+  /** `target` exists where a member goes: refused, unless `force` and not a folder (then removed). */
+  private existing(target: Buffer): void {
+    const st = fs.lstatSync(target, { throwIfNoEntry: false });
+    if (!st) return;
+    if (st.isDirectory()) throw new Refused('not restored: a folder of that name exists');
+    if (!this.opts.force) throw new Refused('not restored: it exists (--force replaces it)');
+    fs.unlinkSync(target);
+  }
+
+  /** Runs `make`, and once more after existing() when the name was taken. */
+  private replacing<T>(target: Buffer, make: () => T): T {
     try {
-      st = fs.lstatSync(target);
+      return make();
     } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
+      if (errnoCode(err) !== 'EEXIST') throw err;
+      this.existing(target);
+      return make();
     }
-    if (st) {
-      if (st.isDirectory()) throw new Refused('not restored: a folder of that name exists');
-      if (!this.opts.force) throw new Refused('not restored: it exists (--force replaces it)');
-      fs.unlinkSync(target);
-    }
-    return target;
+  }
+
+  /** The owner to set, when it is not already the one a new file gets. */
+  private ownerOf(m: TarMember): { uid: number; gid: number } | null {
+    return this.opts.owners && (m.uid !== EUID || m.gid !== EGID) ? { uid: m.uid, gid: m.gid } : null;
   }
 
   private directory(target: Buffer, m: TarMember): void {
@@ -183,7 +204,7 @@ export class Extractor {
   }
 
   private async file(target: Buffer, m: TarMember, reader: TarReader, sparse: { realSize: number } | null): Promise<void> {
-    const fd = fs.openSync(target, O_NEW, 0o600);
+    const fd = this.replacing(target, () => fs.openSync(target, O_NEW, createMode(m.mode)));
     try {
       if (sparse) {
         this.stats.bytes += await writeSparse(fd, reader, sparse.realSize);
@@ -193,8 +214,9 @@ export class Extractor {
           this.stats.bytes += b.length;
         }
       }
-      if (this.opts.owners) fs.fchownSync(fd, m.uid, m.gid);
-      fs.fchmodSync(fd, m.mode);
+      const owner = this.ownerOf(m);
+      if (owner) fs.fchownSync(fd, owner.uid, owner.gid);
+      if (owner || createMode(m.mode) !== (m.mode & 0o7777)) fs.fchmodSync(fd, m.mode);
       fs.futimesSync(fd, m.mtime, m.mtime);
     } finally {
       fs.closeSync(fd);
@@ -203,8 +225,9 @@ export class Extractor {
   }
 
   private symlink(target: Buffer, m: TarMember): void {
-    fs.symlinkSync(m.linkname, target);
-    if (this.opts.owners) fs.lchownSync(target, m.uid, m.gid);
+    this.replacing(target, () => fs.symlinkSync(m.linkname, target));
+    const owner = this.ownerOf(m);
+    if (owner) fs.lchownSync(target, owner.uid, owner.gid);
     fs.lutimesSync(target, m.mtime, m.mtime);
     this.stats.symlinks++;
   }
@@ -223,12 +246,13 @@ export class Extractor {
       if (i < parts.length - 1 && !st.isDirectory()) throw new Refused(`refused: the way to its link target goes through ${st.isSymbolicLink() ? 'a symlink' : 'a file'}`);
       if (i === parts.length - 1 && st.isDirectory()) throw new Refused('refused: a hard link to a folder');
     }
-    fs.linkSync(path, target);
+    this.replacing(target, () => fs.linkSync(path, target));
     this.stats.hardlinks++;
   }
 
   /** FIFOs and devices: made by mkfifo / mknod (devices only as root). */
   private special(target: Buffer, m: TarMember): void {
+    this.existing(target);
     const text = target.toString('utf8');
     if (!Buffer.from(text, 'utf8').equals(target)) throw new Refused(`not restored: a ${m.type} whose name is not UTF-8 cannot be made`);
     const mode = (m.mode & 0o7777).toString(8);
