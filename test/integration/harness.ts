@@ -6,7 +6,7 @@
  * Not a test file itself (it has no tests); `node --test` may still load it, harmlessly.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertTreesEqual } from '../helpers/compare.js';
@@ -302,4 +302,18 @@ export function assertNoInternalError(server: ServerHandle): void {
   const bad = server.logs().filter((l) => typeof l.msg === 'string' && l.msg.startsWith('internal error'));
   assert.deepEqual(bad, [], `the server logged internal errors\n${serverTail(server, 30)}`);
   assert.equal(server.proc.exitCode, null, `the server is still running\n${serverTail(server, 30)}`);
+}
+
+/** Flips bits `mask` of the byte in the middle of `file` (a damaged archive for verify). */
+export function flipMiddleByte(file: string, mask: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const at = Math.floor(fstatSync(fd).size / 2);
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] ^= mask;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -3,13 +3,12 @@
  * second); a clean archive counts as ok, a flipped byte makes it bad, in the log and on /metrics.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { makeTree } from '../helpers/tree.js';
-import { agentConfigObject, committedBackups, makeWorkspace, showRun, writeServerConfig } from './harness.js';
+import { agentConfigObject, committedBackups, makeWorkspace, showRun, writeServerConfig, flipMiddleByte } from './harness.js';
 
 describe('scheduled verify', { timeout: 90_000 }, () => {
   const tmp = new TempDirs();
@@ -46,13 +45,7 @@ describe('scheduled verify', { timeout: 90_000 }, () => {
     assert.doesNotMatch(good, /^nbackup_verify_bad_archive\{/m);
 
     const file = join(store, 'agent-a', 'app', name);
-    const fd = fs.openSync(file, 'r+');
-    const at = Math.floor(fs.fstatSync(fd).size / 2);
-    const b = Buffer.alloc(1);
-    fs.readSync(fd, b, 0, 1, at);
-    b[0] ^= 0x40;
-    fs.writeSync(fd, b, 0, 1, at);
-    fs.closeSync(fd);
+    flipMiddleByte(file, 0x40);
     const failed = await server.waitForLog((l) => l.msg === 'archive failed verification', 10_000);
     assert.equal(failed.archive, `agent-a/app/${name}`);
     assert.match(String(failed.reason), /SHA-256|not a valid compressed tar/);
