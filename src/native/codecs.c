@@ -226,6 +226,7 @@ NAPI_MODULE_INIT() {
       {"versions", NULL, js_versions, NULL, NULL, NULL, napi_enumerable, NULL},
       {"zstdFrame", NULL, js_zstd_frame, NULL, NULL, NULL, napi_enumerable, NULL},
       {"zstdDecompress", NULL, js_zstd_decompress, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gzipDecompress", NULL, js_gzip_decompress, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

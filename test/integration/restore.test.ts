@@ -207,6 +207,57 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     }
   });
 
+  it('a full restore decompresses the blocks its index lays out in parallel; without a usable index, one stream; an index that lies stops it', async () => {
+    // The archives of the test above: 25 blocks each, gzip and zstd.
+    const big = join(work, 'big');
+    const yaml = join(work, 'agent-a-big.yaml');
+    await writeYaml(yaml, agentConfigObject(pki, 'agent-a', server!.port, [
+      { name: 'bigz', storage: 'main', sources: [big] },
+      { name: 'bigg', storage: 'main', sources: [big] },
+    ]));
+    const full = async (backup: string) => {
+      const into = await tmp.make('nbackup-it-rf-');
+      const r = await runAgent(['restore', '--config', yaml, '--backup', backup, '--to', into], T);
+      return { r, into };
+    };
+    for (const backup of ['bigz', 'bigg']) {
+      const { r, into } = await full(backup);
+      assert.equal(r.code, 0, showRun(r));
+      assert.match(r.stderr, /SHA-256 verified; its 2[45] blocks decompressed in parallel, as its index lays them out/);
+      await assertTreesEqual(big, restoredPath(into, big));
+    }
+    const archive = join(store, 'agent-a', 'bigg', (await committedBackups(join(store, 'agent-a', 'bigg'))).pop()!);
+    const indexFile = `${archive}.index.gz`;
+    const index = fs.readFileSync(indexFile);
+    after(() => fs.writeFileSync(indexFile, index));
+    // No index (a backup from before indexes): one stream, still verified.
+    fs.rmSync(indexFile);
+    let { r, into } = await full('bigg');
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stderr, /SHA-256 verified\n/);
+    assert.doesNotMatch(r.stderr, /in parallel/);
+    await assertTreesEqual(big, restoredPath(into, big));
+    // A damaged index (its header still readable, its blocks not): said so, then one stream.
+    const lines = zlib.gunzipSync(index).toString('utf8').split('\n');
+    const blocksLine = lines[1];
+    lines[1] = '{"blocks":[1,2]}';
+    fs.writeFileSync(indexFile, zlib.gzipSync(lines.join('\n')));
+    ({ r, into } = await full('bigg'));
+    assert.equal(r.code, 0, showRun(r));
+    assert.match(r.stderr, /the index of \S+ cannot be used \(.*\); decompressing the archive as one stream/);
+    await assertTreesEqual(big, restoredPath(into, big));
+    // An index whose block sizes still add up but cut the archive in the wrong places: the restore stops.
+    const blocks = (JSON.parse(blocksLine) as { blocks: number[] }).blocks;
+    blocks[0] += 100;
+    blocks[1] -= 100;
+    lines[1] = JSON.stringify({ blocks });
+    fs.writeFileSync(indexFile, zlib.gzipSync(lines.join('\n')));
+    ({ r } = await full('bigg'));
+    assert.notEqual(r.code, 0, showRun(r));
+    assert.match(r.stderr, /block 0 of the archive does not decompress as its index says/);
+    fs.writeFileSync(indexFile, index);
+  });
+
   it("agent B can neither list nor read agent A's backups", async () => {
     const yamlB = join(work, 'agent-b.yaml');
     await writeYaml(yamlB, agentConfigObject(pki, 'agent-b', server!.port, [{ name: 'app', storage: 'main', sources: [tree.root] }]));

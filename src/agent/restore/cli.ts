@@ -47,9 +47,7 @@ export async function runRestore(
   const x = r.indexed;
   const check = x
     ? `read through its index: ${x.blocks} of ${x.totalBlocks} blocks (${formatBytes(x.bytes)} + ${formatBytes(x.indexBytes)} of index), each block's checksum verified (the archive's SHA-256 is checked on a full restore)`
-    : r.verified
-      ? 'SHA-256 verified'
-      : 'no SHA-256 recorded for it: not verified';
+    : `${r.verified ? 'SHA-256 verified' : 'no SHA-256 recorded for it: not verified'}${r.parallelBlocks ? `; its ${r.parallelBlocks} blocks decompressed in parallel, as its index lays them out` : ''}`;
   if (r.stats) {
     const s = r.stats;
     process.stderr.write(

@@ -13,7 +13,8 @@ import { decompressor } from '../../archive/decompress.js';
 import { Extractor, type ExtractStats } from './extract.js';
 import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
-import { planIndexed, plannedTar, type IndexedPlan } from './indexed.js';
+import { planIndexed, plannedTar, wholeLayout, type IndexedPlan } from './indexed.js';
+import { BlockDecoder, type BlockLayout } from '../../archive/block-decoder.js';
 
 /** `list`, `restore` and `find` of nbackup-agent: the agent's own backups, over the read side (protocol v5). */
 
@@ -132,16 +133,29 @@ export interface RestoreResult {
   verified: boolean;
   /** Set when only the blocks holding the selected members were read, through the index. */
   indexed: IndexedRead | null;
+  /** Blocks decompressed in parallel on a full restore (laid out by the index); null when it was one stream. */
+  parallelBlocks: number | null;
 }
 
 /** Restoring part of an archive that has an index reads only the blocks it needs, unless that is most of them anyway. */
 async function indexedPlan(ep: ReadEndpoint, archive: ArchiveInfo, o: RestoreOptions, select: (name: string) => boolean): Promise<IndexedPlan | null> {
   if (o.patterns.length === 0 || archive.indexSize === 0) return null;
   try {
-    const plan = await planIndexed(ep, archive, select);
+    const plan = await planIndexed(ep, archive, formatOf(archive.name), select);
     return plan.bytes <= archive.size / 2 ? plan : null;
   } catch (err) {
     o.onNotice?.(`the index of ${archive.name} cannot be used (${errorMessage(err)}); reading the whole archive`);
+    return null;
+  }
+}
+
+/** The whole archive's block layout from its index, so that its blocks are decompressed in parallel; null without a usable index. */
+async function blockLayout(ep: ReadEndpoint, archive: ArchiveInfo, o: RestoreOptions): Promise<BlockLayout | null> {
+  if (archive.indexSize === 0) return null;
+  try {
+    return await wholeLayout(ep, archive, formatOf(archive.name));
+  } catch (err) {
+    o.onNotice?.(`the index of ${archive.name} cannot be used (${errorMessage(err)}); decompressing the archive as one stream`);
     return null;
   }
 }
@@ -157,7 +171,7 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
     const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
     await pipeline(stream, tap, process.stdout, { end: false });
     checkSha(archive, tap);
-    return { archive, stats: null, verified: archive.sha256 !== null, indexed: null };
+    return { archive, stats: null, verified: archive.sha256 !== null, indexed: null, parallelBlocks: null };
   }
   if (!o.to) throw new NbackupError('usage', 'restore needs --to DIR (or --stdout)');
   const select = memberMatcher(o.patterns);
@@ -174,10 +188,11 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
     extractor.finish();
     const blocks = plan.runs.reduce((n, r) => n + r.last - r.first + 1, 0);
     const indexed = { indexBytes: archive.indexSize, bytes: plan.bytes, blocks, totalBlocks: plan.blocks.length, members: plan.members };
-    return { archive, stats: extractor.stats, verified: false, indexed };
+    return { archive, stats: extractor.stats, verified: false, indexed, parallelBlocks: null };
   }
+  const layout = await blockLayout(ep, archive, o);
   const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
-  const tarStream = stream.pipe(tap).pipe(decompressor(formatOf(archive.name)));
+  const tarStream = stream.pipe(tap).pipe(layout ? new BlockDecoder(layout) : decompressor(formatOf(archive.name)));
   stream.on('error', (err) => tarStream.destroy(err));
   tap.on('error', (err) => tarStream.destroy(err));
   const reader = new TarReader(tarStream);
@@ -186,5 +201,5 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
   // Whatever follows the end-of-archive records is still read, so that the SHA-256 covers it all.
   await reader.drain();
   checkSha(archive, tap);
-  return { archive, stats: extractor.stats, verified: archive.sha256 !== null, indexed: null };
+  return { archive, stats: extractor.stats, verified: archive.sha256 !== null, indexed: null, parallelBlocks: layout ? layout.blocks.length : null };
 }

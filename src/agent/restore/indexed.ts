@@ -1,8 +1,8 @@
 import { Readable } from 'node:stream';
 import { ReadTarget } from '../../../protocol/constants.js';
 import type { ArchiveInfo } from '../../../protocol/frames.js';
-import { decompressor } from '../../archive/decompress.js';
-import { readIndex, type IndexMember } from '../../archive/index-format.js';
+import { BlockDecoder, layoutProblem, type BlockLayout } from '../../archive/block-decoder.js';
+import { readIndex, type IndexMember, type IndexReader } from '../../archive/index-format.js';
 import type { IndexHeader } from '../../archive/index-header.js';
 import { NbackupError } from '../../errors.js';
 import { readRemote, type ReadEndpoint } from './read-client.js';
@@ -77,23 +77,41 @@ export function blockRuns(spans: readonly Span[], blockSize: number): BlockRun[]
   return runs;
 }
 
-/** Reads the archive's index and plans the restore of what `select` picks. */
-export async function planIndexed(ep: ReadEndpoint, archive: ArchiveInfo, select: (name: string) => boolean): Promise<IndexedPlan> {
+/**
+ * Opens the archive's index and checks that it describes this archive (size, SHA-256, format)
+ * with a layout a BlockDecoder can follow; `use` reads it before the connection is closed.
+ */
+export async function withIndex<T>(ep: ReadEndpoint, archive: ArchiveInfo, format: 'gzip' | 'zstd', use: (idx: IndexReader) => Promise<T>): Promise<T> {
   const { stream } = await readRemote(ep, archive, ReadTarget.INDEX);
   try {
     const idx = await readIndex(stream);
     const h = idx.header;
-    if (h.archiveSize !== archive.size || (archive.sha256 && h.sha256 !== archive.sha256.toString('hex'))) {
-      throw new NbackupError('checksum', 'index: it describes another archive (size or SHA-256 differ)');
+    if (h.archiveSize !== archive.size || (archive.sha256 && h.sha256 !== archive.sha256.toString('hex')) || h.format !== format) {
+      throw new NbackupError('checksum', 'index: it describes another archive (size, SHA-256 or format differ)');
     }
+    const problem = layoutProblem(h, idx.blocks);
+    if (problem) throw new NbackupError('checksum', `index: ${problem}`);
+    return await use(idx);
+  } finally {
+    stream.destroy();
+  }
+}
+
+/** The whole archive's block layout, for decompressing its blocks in parallel. */
+export async function wholeLayout(ep: ReadEndpoint, archive: ArchiveInfo, format: 'gzip' | 'zstd'): Promise<BlockLayout> {
+  return withIndex(ep, archive, format, async ({ header: h, blocks }) => ({ format, blocks, firstBlock: 0, blockSize: h.blockSize, tarSize: h.tarSize }));
+}
+
+/** Reads the archive's index and plans the restore of what `select` picks. */
+export async function planIndexed(ep: ReadEndpoint, archive: ArchiveInfo, format: 'gzip' | 'zstd', select: (name: string) => boolean): Promise<IndexedPlan> {
+  return withIndex(ep, archive, format, async (idx) => {
+    const h = idx.header;
     const { spans, count } = await selectSpans(idx.members, h.tarSize, select);
     const runs = blockRuns(spans, h.blockSize);
     const starts = offsets(idx.blocks);
     const bytes = runs.reduce((n, r) => n + starts[r.last + 1] - starts[r.first], 0);
     return { header: h, blocks: idx.blocks, runs, members: count, bytes };
-  } finally {
-    stream.destroy();
-  }
+  });
 }
 
 function offsets(blocks: readonly number[]): number[] {
@@ -109,7 +127,8 @@ export function plannedTar(ep: ReadEndpoint, archive: ArchiveInfo, plan: Indexed
   async function* bytes(): AsyncGenerator<Buffer> {
     for (const run of plan.runs) {
       const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE, starts[run.first], starts[run.last + 1] - starts[run.first]);
-      const tar = stream.pipe(decompressor(format));
+      const layout = { format, blocks: plan.blocks.slice(run.first, run.last + 1), firstBlock: run.first, blockSize, tarSize };
+      const tar = stream.pipe(new BlockDecoder(layout));
       stream.on('error', (err) => tar.destroy(err));
       let pos = run.first * blockSize;
       let si = 0;
