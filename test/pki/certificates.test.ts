@@ -64,6 +64,9 @@ test('an mTLS 1.3 handshake between the issued pair succeeds and the server sees
   const seen = new Promise<string>((resolve) => {
     const srv = tls.createServer(serverTlsOptions(server), (socket) => {
       const cn = socket.getPeerCertificate().subject.CN;
+      // TLS 1.3 with the suite asked for first (the faster AES-128-GCM).
+      assert.equal(socket.getProtocol(), 'TLSv1.3');
+      assert.equal(socket.getCipher().standardName, 'TLS_AES_128_GCM_SHA256');
       socket.end();
       srv.close();
       resolve(String(Array.isArray(cn) ? cn[0] : cn));
