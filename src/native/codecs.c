@@ -179,16 +179,7 @@ static napi_value js_compress(napi_env env, napi_callback_info info) {
   }
   *j = tmp;
   j->level = level;
-  napi_value name;
-  if (napi_create_reference(env, argv[1], 1, &j->refs[0]) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &j->refs[1]) != napi_ok ||
-      napi_create_reference(env, argv[4], 1, &j->refs[2]) != napi_ok ||
-      napi_create_string_utf8(env, "nbackup:compress", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, j, &j->work) != napi_ok ||
-      napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot queue a compression job");
-    return NULL;
-  }
+  nbackup_queue_job(env, argv[1], argv[2], argv[4], "nbackup:compress", execute, complete, j, j->refs, &j->work);
   return NULL;
 }
 

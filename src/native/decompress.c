@@ -115,7 +115,7 @@ napi_value js_zstd_frame(napi_env env, napi_callback_info info) {
 
 static napi_value queue_decompress(napi_env env, napi_callback_info info, int kind) {
   size_t argc = 3;
-  napi_value argv[3], name;
+  napi_value argv[3];
   djob_t tmp = {0};
   napi_valuetype t;
   tmp.kind = kind;
@@ -134,13 +134,7 @@ static napi_value queue_decompress(napi_env env, napi_callback_info info, int ki
     return NULL;
   }
   *j = tmp;
-  if (napi_create_reference(env, argv[0], 1, &j->refs[0]) != napi_ok || napi_create_reference(env, argv[1], 1, &j->refs[1]) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &j->refs[2]) != napi_ok ||
-      napi_create_string_utf8(env, "nbackup:decompress", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_async_work(env, NULL, name, execute, complete, j, &j->work) != napi_ok || napi_queue_async_work(env, j->work) != napi_ok) {
-    napi_throw_error(env, NULL, "cannot queue a decompression job");
-    return NULL;
-  }
+  nbackup_queue_job(env, argv[0], argv[1], argv[2], "nbackup:decompress", execute, complete, j, j->refs, &j->work);
   return NULL;
 }
 

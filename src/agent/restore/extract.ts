@@ -150,12 +150,7 @@ export class Extractor {
       path = Buffer.concat([path, Buffer.of(SLASH), parts[i]]);
       key += (i ? '/' : '') + parts[i].toString('latin1');
       if (this.verified.has(key)) continue;
-      let st: fs.Stats | undefined;
-      try {
-        st = fs.lstatSync(path);
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
-      }
+      const st = fs.lstatSync(path, { throwIfNoEntry: false });
       if (!st) fs.mkdirSync(path, { mode: 0o700 });
       else if (!st.isDirectory()) throw new Refused(`refused: ${displayName(path.subarray(this.root.length + 1))} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}; nothing is written through it`);
       this.verified.add(key);
@@ -190,12 +185,7 @@ export class Extractor {
   }
 
   private directory(target: Buffer, m: TarMember): void {
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.lstatSync(target);
-    } catch (err) {
-      if (errnoCode(err) !== 'ENOENT') throw err;
-    }
+    const st = fs.lstatSync(target, { throwIfNoEntry: false });
     if (!st) fs.mkdirSync(target, { mode: 0o700 });
     else if (!st.isDirectory()) throw new Refused(`not restored: ${st.isSymbolicLink() ? 'a symlink' : 'a file'} of that name exists`);
     this.verified.add(target.subarray(this.root.length + 1).toString('latin1'));
