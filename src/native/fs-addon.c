@@ -2,7 +2,8 @@
  * nbackup_fs: the file-system calls the packer needs that Node has no cheap binding for.
  *
  * Where a file's data lies, so that sparse files are read and archived without their holes
- * (Node has no binding for lseek(2)), and a whole small file read in one call (see read-small.c).
+ * (Node has no binding for lseek(2)), a whole small file read in one call (see read-small.c), and
+ * a run of one directory's small files archived in one call (pack-files.c).
  *
  * JS API (see src/agent/pipeline/file-map.ts):
  *   dataExtents(fd: number, size: number, maxExtents: number) → number[] | null
@@ -76,6 +77,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"dataExtents", NULL, js_data_extents, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSmallFile", NULL, js_read_small_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"packFiles", NULL, js_pack_files, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

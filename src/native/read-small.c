@@ -37,7 +37,7 @@ static napi_value number(napi_env env, double v) {
 }
 
 /* Reads `size` bytes from the start of `fd` into `dst`; 0 when all of them came, -1 otherwise. */
-static int read_whole(int fd, char *dst, size_t size) {
+int nbackup_read_whole(int fd, char *dst, size_t size) {
   size_t done = 0;
   while (done < size) {
     ssize_t n = pread(fd, dst + done, size - done, (off_t)done);
@@ -86,7 +86,7 @@ napi_value js_read_small_file(napi_env env, napi_callback_info info) {
   const size_t padded = (size + 511) & ~(size_t)511;
   /* Allocated blocks short of the size: it may have holes, which the general way maps. */
   if (padded > room || (size > 0 && (size_t)st.st_blocks * 512 < size)) goto general;
-  if (read_whole(fd, dst, size) != 0) goto general;
+  if (nbackup_read_whole(fd, dst, size) != 0) goto general;
   memset(dst + size, 0, padded - size);
   struct stat after;
   int changed;

@@ -20,7 +20,10 @@ export const MAX_INDEX_MEMORY = 64 * 1024 * 1024;
  * restore of that archive reads it whole — and `dropped` says why.
  */
 export class IndexBuilder {
+  /** Member lines not yet compressed: text from `member`, before it the bytes from `lines`. */
   private batch = '';
+  private readonly ready: Buffer[] = [];
+  private readyBytes = 0;
   private readonly parts: Promise<Buffer>[] = [];
   private held = 0;
   private readonly blocks: number[] = [];
@@ -35,7 +38,22 @@ export class IndexBuilder {
     if (this.dropped) return;
     this.members++;
     this.batch += memberLine(m);
-    if (this.batch.length >= BATCH_CHARS) this.seal();
+    if (this.batch.length + this.readyBytes >= BATCH_CHARS) this.seal();
+  }
+
+  /** Ready-made member lines (UTF-8) of `members` members, copied: the caller reuses `text`. */
+  lines(text: Buffer, members: number): void {
+    if (this.dropped) return;
+    this.members += members;
+    if (this.batch.length > 0) this.keep(Buffer.from(this.batch, 'utf8'));
+    this.batch = '';
+    this.keep(Buffer.from(text));
+    if (this.readyBytes >= BATCH_CHARS) this.seal();
+  }
+
+  private keep(part: Buffer): void {
+    this.ready.push(part);
+    this.readyBytes += part.length;
   }
 
   /** A block was delivered: `compressed` bytes of archive. */
@@ -52,9 +70,12 @@ export class IndexBuilder {
   }
 
   private seal(): void {
-    if (this.batch.length === 0) return;
-    const text = Buffer.from(this.batch, 'utf8');
+    if (this.batch.length === 0 && this.readyBytes === 0) return;
+    if (this.batch.length > 0) this.keep(Buffer.from(this.batch, 'utf8'));
+    const text = this.ready.length === 1 ? this.ready[0] : Buffer.concat(this.ready, this.readyBytes);
     this.batch = '';
+    this.ready.length = 0;
+    this.readyBytes = 0;
     this.held += text.length;
     const part = this.codec.compress(text, Buffer.allocUnsafe(this.codec.bound(text.length))).then((view) => {
       // Kept at its own size, not in the (larger) output buffer it was written into.
@@ -71,6 +92,8 @@ export class IndexBuilder {
     if (this.dropped) return;
     this.dropped = `the index of ${this.members} members outgrew ${this.limit / 1048576} MiB of memory`;
     this.batch = '';
+    this.ready.length = 0;
+    this.readyBytes = 0;
     // What is compressed already is let go once its job is done.
     const pending = this.parts.splice(0);
     void Promise.allSettled(pending);

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import os from 'node:os';
 import type { ScanWarning } from './scanner.js';
-import { scanSources } from './scanner.js';
+import { scanSources, scanWithRuns } from './scanner.js';
 import type { BlockCodec } from './codecs.js';
 import { ParallelCompressor } from './parallel-compressor.js';
 import { TarPacker, type PackStats } from './tar-packer.js';
@@ -62,11 +62,13 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     { push: (block) => compressor.push(block) },
     opts.onWarning,
     (m) => index.member(m),
+    (text, members) => index.lines(text, members),
   );
   opts.onStart?.(packer.stats);
-  for (const entry of scanSources(opts.sources, { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice })) {
+  const scanOptions = { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice };
+  for (const item of packer.packsRuns ? scanWithRuns(opts.sources, scanOptions) : scanSources(opts.sources, scanOptions)) {
     if (opts.signal?.aborted) throw opts.signal.reason;
-    const wait = packer.add(entry);
+    const wait = item.type === 'run' ? packer.addRun(item) : packer.add(item);
     if (wait) await wait;
   }
   await packer.finish();

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { ExcludeMatcher } from './exclude.js';
+import { joinNames, type FileRun } from './file-run.js';
 import type { TarEntryType } from './tar-header.js';
 
 /**
@@ -40,6 +41,9 @@ export interface ScanOptions {
   /** Things worth saying that are not problems (a source that is a symlink). */
   onNotice?: (w: ScanWarning) => void;
 }
+
+/** Most names in one run, so that a huge directory is packed (and can be stopped) in pieces. */
+const RUN_NAMES = 1024;
 
 /** Past this many bytes, a directory is reached through a handle (PATH_MAX is 4096, a name ≤ 255). */
 const ANCHOR_AT = 3000;
@@ -122,38 +126,66 @@ interface Frame {
 }
 
 export function* scanSources(sources: readonly string[], opts: ScanOptions): Generator<ScanEntry> {
+  yield* scan(sources, opts, false) as Generator<ScanEntry>;
+}
+
+/**
+ * As scanSources, but the regular files that follow one another in a directory's listing come as
+ * runs (file-run.ts), for the packer's native run packer; everything else comes one by one, in
+ * the same order.
+ */
+export function* scanWithRuns(sources: readonly string[], opts: ScanOptions): Generator<ScanEntry | FileRun> {
+  yield* scan(sources, opts, true);
+}
+
+function* scan(sources: readonly string[], opts: ScanOptions, runs: boolean): Generator<ScanEntry | FileRun> {
   const matcher = new ExcludeMatcher(opts.exclude);
   const seen = new Set<string>();
   for (const raw of sources) {
     const root = path.resolve(raw);
     if (seen.has(root)) continue;
     seen.add(root);
-    yield* scanOne(root, matcher, opts);
+    yield* scanOne(root, matcher, opts, runs);
   }
 }
 
-function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions): Generator<ScanEntry> {
+function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions, runs: boolean): Generator<ScanEntry | FileRun> {
   const rootBytes = Buffer.from(root, 'utf8');
   const rootEntry = rootOf(root, rootBytes, opts);
   if (!rootEntry) return;
   yield rootEntry;
   if (rootEntry.type !== 'directory') return;
+  const excluding = matcher.patterns.length > 0;
 
   // An explicit stack of open directory listings keeps memory to one listing per level.
   const stack: Frame[] = [];
+  // Regular files of the top frame not yet handed out (runs only).
+  let pending: Buffer[] = [];
+  const run = (top: Frame): FileRun => {
+    const out: FileRun = { type: 'run', dir: top.access, dirName: top.name, names: joinNames(pending) };
+    pending = [];
+    return out;
+  };
   try {
     const first = openFrame(rootBytes, rootEntry.name, '', opts);
     if (first) stack.push(first);
     while (stack.length > 0) {
       const top = stack[stack.length - 1];
       if (top.i >= top.entries.length) {
+        if (pending.length > 0) yield run(top);
         closeFrame(stack.pop()!);
         continue;
       }
       const dirent = top.entries[top.i++];
       const base = direntName(dirent);
-      const rel = top.rel === '' ? base.toString('utf8') : `${top.rel}/${base.toString('utf8')}`;
-      if (matcher.excludes(rel)) continue;
+      const rel = !excluding ? '' : top.rel === '' ? base.toString('utf8') : `${top.rel}/${base.toString('utf8')}`;
+      if (excluding && matcher.excludes(rel)) continue;
+      if (runs && dirent.isFile()) {
+        pending.push(base);
+        if (pending.length >= RUN_NAMES) yield run(top);
+        continue;
+      }
+      if (pending.length > 0) yield run(top);
       const access = joinAccess(top.access, base);
       const name = top.name.length === 0 ? base : Buffer.concat([top.name, SLASH, base]);
       let entry: ScanEntry | null;
@@ -192,6 +224,12 @@ function rootOf(root: string, rootBytes: Buffer, opts: ScanOptions): ScanEntry |
     st = target;
   }
   return toEntry(rootBytes, name, st, opts);
+}
+
+/** One file of a run as an entry of its own, for the packer's general way. */
+export function runEntry(run: FileRun, base: Buffer): ScanEntry {
+  const name = run.dirName.length === 0 ? base : Buffer.concat([run.dirName, SLASH, base]);
+  return { access: joinAccess(run.dir, base), name, type: 'file', stats: null };
 }
 
 function joinAccess(dir: Buffer, base: Buffer): Buffer {

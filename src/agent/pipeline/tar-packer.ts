@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import { errnoCode, errorMessage } from '../../errors.js';
 import { sparseMap, type Extent } from './file-map.js';
-import { describeEntry, type ScanEntry, type ScanWarning } from './scanner.js';
+import { describeEntry, runEntry, type ScanEntry, type ScanWarning } from './scanner.js';
+import { LINE_BYTES, RUN, nameAt, runPacker, type FileRun } from './file-run.js';
 import { END_OF_ARCHIVE, encodeHeader, padTo512, type TarHeaderFields } from './tar-header.js';
 import { encodeSparse } from './tar-sparse.js';
 import { smallFileReader } from './small-file.js';
@@ -36,6 +37,7 @@ export interface PackStats {
   warnings: number;
 }
 
+const SLASH = Buffer.from('/');
 const O_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
 
 export class TarPacker {
@@ -45,6 +47,8 @@ export class TarPacker {
   /** Where headers are encoded before they are copied into the block. */
   private readonly scratch = Buffer.alloc(512);
   private readonly readSmall = smallFileReader();
+  private readonly packRun = runPacker();
+  private readonly lines = this.packRun ? Buffer.allocUnsafe(LINE_BYTES) : Buffer.alloc(0);
   readonly stats: PackStats = { entries: 0, files: 0, bytesRead: 0, tarBytes: 0, warnings: 0 };
 
   constructor(
@@ -54,8 +58,50 @@ export class TarPacker {
     private readonly onWarning: (w: ScanWarning) => void,
     /** Hears each member as its first header record is written (the archive's index). */
     private readonly onMember?: (m: IndexMember) => void,
+    /** Hears the index lines of the members a run packed natively (with onMember, same order). */
+    private readonly onLines?: (text: Buffer, members: number) => void,
   ) {
     this.block = blocks.take();
+  }
+
+  /** Whether runs of files (scanWithRuns) are packed natively; without, give entries one by one. */
+  get packsRuns(): boolean {
+    return this.packRun !== null;
+  }
+
+  /**
+   * Archives a run of one directory's files: natively while they are small plain files, the
+   * general way for any other, in the run's order.
+   */
+  async addRun(run: FileRun): Promise<void> {
+    const prefix = run.dirName.length === 0 ? run.dirName : Buffer.concat([run.dirName, SLASH]);
+    let native = this.packRun !== null;
+    let at = 0;
+    while (at < run.names.length) {
+      if (!native) {
+        const { base, next } = nameAt(run, at);
+        await this.addFile(runEntry(run, base));
+        at = next;
+        continue;
+      }
+      const r = this.packRun!(run, prefix, at, this.block, this.pos, this.stats.tarBytes, this.lines);
+      this.pos = r.pos;
+      this.stats.entries += r.files;
+      this.stats.files += r.files;
+      this.stats.bytesRead += r.bytesRead;
+      if (r.lineBytes > 0) this.onLines?.(this.lines.subarray(0, r.lineBytes), r.files);
+      if (r.status === RUN.done) return;
+      at = r.at;
+      // Without its directory, the rest of the run goes one by one.
+      if (r.status === RUN.noDir) native = false;
+      if (r.status !== RUN.take && r.status !== RUN.changed) continue;
+      const { base, next } = nameAt(run, at);
+      const entry = runEntry(run, base);
+      if (r.status === RUN.changed) this.warnChanged(entry, r.size, r.sizeAfter);
+      else if (r.fd >= 0) await this.addOpenFile(entry, r.fd);
+      else await this.addFile(entry);
+      at = next;
+    }
   }
 
   /** Archives one entry; a promise only when the packer must wait (a block handed over). */
