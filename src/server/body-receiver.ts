@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import { TRAILER_SIZE } from '../../protocol/constants.js';
 import { decodeTrailer, type Trailer } from '../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../errors.js';
@@ -13,6 +14,11 @@ import { judge, type Verdict } from './verdict.js';
  *
  * The receiver outlives a connection: a resumed session attaches a new socket and appends from
  * `written`, with the hash state and held-back bytes exactly as they were.
+ *
+ * Write-behind: every WRITE_BEHIND bytes the file is fdatasync'ed in the background (one at a
+ * time, never holding up the writes), so the disk writes back during the transfer and the
+ * commit's fsync has only the tail to wait for. A failed fdatasync fails the session: a later
+ * fsync may no longer report the lost write-back.
  */
 export interface BodyReceiverEvents {
   /** Called after each write with the total bytes now in the file. */
@@ -27,6 +33,7 @@ export interface SpaceClaims {
 
 const HIGH_WATER = 4 * 1024 * 1024;
 const MAX_WRITE_BATCH = 64;
+const WRITE_BEHIND = 32 * 1024 * 1024;
 
 export class BodyReceiver {
   private hash = crypto.createHash('sha256');
@@ -38,8 +45,11 @@ export class BodyReceiver {
   private idleWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
   private failureWaiters: ((err: Error) => void)[] = [];
-  /** Bytes durably handed to the file (write(2) returned). */
+  /** Bytes handed to the file (write(2) returned). */
   written = 0;
+  /** Bytes a background fdatasync has made durable, and the one under way. */
+  private syncedTo = 0;
+  private syncing: Promise<void> | null = null;
   /** Bytes accepted from the network: written + queued. */
   received = 0;
 
@@ -101,11 +111,12 @@ export class BodyReceiver {
     while (this.congested && !this.failure) await new Promise<void>((r) => this.drainWaiters.push(r));
   }
 
-  /** Resolves when everything pushed is in the file; rejects if a write failed. */
+  /** Resolves when everything pushed is in the file (and no fdatasync is under way); rejects if a write failed. */
   async flushed(): Promise<void> {
     while ((this.writing || this.queue.length > 0) && !this.failure) {
       await new Promise<void>((r) => this.idleWaiters.push(r));
     }
+    while (this.syncing) await this.syncing;
     if (this.failure) throw this.failure;
   }
 
@@ -171,15 +182,34 @@ export class BodyReceiver {
         this.written += bytes;
         this.events.onWritten?.(this.written);
         if (!this.congested) wakeAll(this.drainWaiters);
+        this.writeBehind();
       }
     } catch (err) {
-      this.failure = err instanceof NbackupError ? err : new NbackupError('storage', `write to temporary file failed: ${errorMessage(err)}`, { cause: err });
-      for (const resolve of this.failureWaiters.splice(0)) resolve(this.failure);
+      this.fail(err instanceof NbackupError ? err : new NbackupError('storage', `write to temporary file failed: ${errorMessage(err)}`, { cause: err }));
     } finally {
       this.writing = false;
       wakeAll(this.drainWaiters);
       wakeAll(this.idleWaiters);
     }
+  }
+
+  private writeBehind(): void {
+    if (this.syncing || this.written - this.syncedTo < WRITE_BEHIND) return;
+    const upTo = this.written;
+    this.syncing = new Promise<void>((resolve) =>
+      fs.fdatasync(this.fd, (err) => {
+        this.syncing = null;
+        if (err) this.fail(new NbackupError('storage', `fdatasync of the temporary file failed: ${err.message}`, { cause: err }));
+        else this.syncedTo = upTo;
+        resolve();
+      }),
+    );
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const resolve of this.failureWaiters.splice(0)) resolve(err);
   }
 }
 
