@@ -80,6 +80,11 @@ export class BodyReceiver {
     this.events = { onWritten: fn };
   }
 
+  /** Bytes a background fdatasync has made durable (write-behind). */
+  get durable(): number {
+    return this.syncedTo;
+  }
+
   get failed(): Error | null {
     return this.failure;
   }

@@ -92,3 +92,22 @@ test('SACK-able offsets are reported only after the bytes are written', async ()
   assert.equal(seen[seen.length - 1], 3 * 1024 * 1024);
   assert.equal(fs.statSync(file).size, 3 * 1024 * 1024);
 });
+
+test('write-behind: past 32 MiB the file is fdatasync\'ed in the background, and flushed() waits for it; a small body is not', async () => {
+  const big = Buffer.alloc(80 * 1024 * 1024, 7);
+  const file = path.join(dir, 'write-behind');
+  const fd = fs.openSync(file, 'w');
+  const r = new BodyReceiver(fd);
+  for (let off = 0; off < big.length; off += 1024 * 1024) {
+    r.push(big.subarray(off, off + 1024 * 1024));
+    if (r.congested) await r.drained();
+  }
+  await r.flushed();
+  fs.closeSync(fd);
+  // The first fdatasync starts once 32 MiB are written; flushed() does not return while one is under way.
+  assert.ok(r.durable >= 32 * 1024 * 1024 && r.durable <= r.written, `durable ${r.durable}, written ${r.written}`);
+  assert.equal(fs.statSync(file).size, big.length);
+
+  const small = await receive(body(crypto.randomBytes(100_000)), 9);
+  assert.equal(small.r.durable, 0, 'nothing synced below the write-behind step');
+});
