@@ -165,26 +165,23 @@ typedef struct {
 
 /* Packs the open file `fd` named `name` when it is a small plain file: DONE, CHANGED or TAKE. */
 static int pack_one(run_t *r, int fd, const char *name, size_t len, long split) {
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1 || st.st_size < 0) return TAKE;
-  const size_t size = (size_t)st.st_size;
-  const size_t padded = (size + 511) & ~(size_t)511;
-  if (r->pos + 512 + padded > r->block_len || (size > 0 && (size_t)st.st_blocks * 512 < size)) return TAKE;
-  if (st.st_uid > MAX_OCTAL_7 || st.st_gid > MAX_OCTAL_7 || st.st_mtim.tv_sec < 0 || st.st_mtim.tv_sec > MAX_OCTAL_11) return TAKE;
+  if (r->pos + 512 > r->block_len) return TAKE;
   char *at = r->block + r->pos;
-  if (nbackup_read_whole(fd, at + 512, size) != 0) return TAKE;
-  memset(at + 512 + size, 0, padded - size);
+  struct stat st;
+  off_t size_after;
+  int changed;
+  if (nbackup_read_small(fd, at + 512, r->block_len - r->pos - 512, &st, &size_after, &changed) != 0) return TAKE;
+  /* Numbers ustar cannot hold need PAX records: the general way (the bytes read are not kept). */
+  if (st.st_uid > MAX_OCTAL_7 || st.st_gid > MAX_OCTAL_7 || st.st_mtim.tv_sec < 0 || st.st_mtim.tv_sec > MAX_OCTAL_11) return TAKE;
   ustar_header(at, name, len, split, &st);
-  struct stat after;
-  const int changed = fstat(fd, &after) != 0 || after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
-                      after.st_mtim.tv_nsec != st.st_mtim.tv_nsec;
+  const size_t size = (size_t)st.st_size;
   r->lines_used += index_line(r->lines + r->lines_used, (unsigned long long)(r->tar_base + (double)r->pos), &st, name, len);
-  r->pos += 512 + padded;
+  r->pos += 512 + ((size + 511) & ~(size_t)511);
   r->state[ST_FILES] += 1;
   r->state[ST_BYTES] += (double)size;
   if (!changed) return DONE;
   r->state[ST_SIZE] = (double)size;
-  r->state[ST_SIZE_AFTER] = after.st_size;
+  r->state[ST_SIZE_AFTER] = (double)size_after;
   return CHANGED;
 }
 

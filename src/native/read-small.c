@@ -48,6 +48,25 @@ int nbackup_read_whole(int fd, char *dst, size_t size) {
   return 0;
 }
 
+int nbackup_read_small(int fd, char *dst, size_t room, struct stat *st, off_t *size_after, int *changed) {
+  if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode) || st->st_nlink > 1 || st->st_size < 0) return -1;
+  const size_t size = (size_t)st->st_size;
+  const size_t padded = (size + 511) & ~(size_t)511;
+  /* Allocated blocks short of the size: it may have holes, which the general way maps. */
+  if (padded > room || (size > 0 && (size_t)st->st_blocks * 512 < size)) return -1;
+  if (nbackup_read_whole(fd, dst, size) != 0) return -1;
+  memset(dst + size, 0, padded - size);
+  struct stat after;
+  if (fstat(fd, &after) != 0) {
+    *changed = 1;
+    *size_after = st->st_size;
+  } else {
+    *changed = after.st_size != st->st_size || after.st_mtim.tv_sec != st->st_mtim.tv_sec || after.st_mtim.tv_nsec != st->st_mtim.tv_nsec;
+    *size_after = after.st_size;
+  }
+  return 0;
+}
+
 napi_value js_read_small_file(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
@@ -81,21 +100,10 @@ napi_value js_read_small_file(napi_env env, napi_callback_info info) {
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return number(env, OPEN_FAILED);
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1 || st.st_size < 0) goto general;
-  const size_t size = (size_t)st.st_size;
-  const size_t padded = (size + 511) & ~(size_t)511;
-  /* Allocated blocks short of the size: it may have holes, which the general way maps. */
-  if (padded > room || (size > 0 && (size_t)st.st_blocks * 512 < size)) goto general;
-  if (nbackup_read_whole(fd, dst, size) != 0) goto general;
-  memset(dst + size, 0, padded - size);
-  struct stat after;
+  off_t size_after;
   int changed;
-  if (fstat(fd, &after) != 0) {
-    changed = 1;
-    after.st_size = st.st_size;
-  } else {
-    changed = after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec || after.st_mtim.tv_nsec != st.st_mtim.tv_nsec;
-  }
+  if (nbackup_read_small(fd, dst, room, &st, &size_after, &changed) != 0) goto general;
+  const size_t size = (size_t)st.st_size;
   close(fd);
   meta[META_MODE] = st.st_mode;
   meta[META_UID] = st.st_uid;
@@ -103,7 +111,7 @@ napi_value js_read_small_file(napi_env env, napi_callback_info info) {
   meta[META_SIZE] = (double)size;
   meta[META_MTIME] = (double)st.st_mtim.tv_sec;
   meta[META_CHANGED] = changed;
-  meta[META_SIZE_AFTER] = (double)after.st_size;
+  meta[META_SIZE_AFTER] = (double)size_after;
   return number(env, (double)size);
 general:
   meta[META_FD] = fd;

@@ -8,7 +8,7 @@ import { memberLine } from '../../../src/archive/index-format.js';
 import { LINE_BYTES, RUN, joinNames, nameAt, runPacker, type FileRun } from '../../../src/agent/pipeline/file-run.js';
 import { scanSources, scanWithRuns, type ScanWarning } from '../../../src/agent/pipeline/scanner.js';
 import { TarPacker } from '../../../src/agent/pipeline/tar-packer.js';
-import { addonProblem } from '../../../src/native/addons.js';
+import { fsAddonOrAllowed } from '../../helpers/addon.js';
 
 /**
  * Runs of small files packed by one native call (src/native/pack-files.c): the tar and the index
@@ -18,15 +18,9 @@ import { addonProblem } from '../../../src/native/addons.js';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-run-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-/** The run packer; a missing addon fails the test unless NBACKUP_ALLOW_ZLIB=1 says it may be absent. */
+/** The run packer, or null when the addon may be absent (see fsAddonOrAllowed). */
 function packerOrSkip(t: { diagnostic(m: string): void }): ReturnType<typeof runPacker> {
-  const pack = runPacker();
-  if (!pack) {
-    const problem = addonProblem('nbackup_fs');
-    assert.equal(process.env.NBACKUP_ALLOW_ZLIB, '1', `the nbackup_fs addon is expected: ${problem}`);
-    t.diagnostic(`nbackup_fs missing, allowed by NBACKUP_ALLOW_ZLIB: ${problem}`);
-  }
-  return pack;
+  return fsAddonOrAllowed(runPacker(), t);
 }
 
 interface Packed {

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { scanSources, type ScanWarning } from '../../../src/agent/pipeline/scanner.js';
 import { smallFileReader } from '../../../src/agent/pipeline/small-file.js';
 import { TarPacker } from '../../../src/agent/pipeline/tar-packer.js';
-import { addonProblem } from '../../../src/native/addons.js';
+import { fsAddonOrAllowed } from '../../helpers/addon.js';
 
 /**
  * The packer's one-call reader for small files (src/native/read-small.c): what it reads itself,
@@ -16,15 +16,9 @@ import { addonProblem } from '../../../src/native/addons.js';
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-small-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-/** The reader; a missing addon fails the test unless NBACKUP_ALLOW_ZLIB=1 says it may be absent. */
+/** The reader, or null when the addon may be absent (see fsAddonOrAllowed). */
 function reader(t: { diagnostic(m: string): void }): ReturnType<typeof smallFileReader> {
-  const read = smallFileReader();
-  if (!read) {
-    const problem = addonProblem('nbackup_fs');
-    assert.equal(process.env.NBACKUP_ALLOW_ZLIB, '1', `the nbackup_fs addon is expected: ${problem}`);
-    t.diagnostic(`nbackup_fs missing, allowed by NBACKUP_ALLOW_ZLIB: ${problem}`);
-  }
-  return read;
+  return fsAddonOrAllowed(smallFileReader(), t);
 }
 
 function closeIfOpen(out: ReturnType<NonNullable<ReturnType<typeof smallFileReader>>>): void {
