@@ -97,7 +97,8 @@ describe('BlockDecoder', () => {
     const flipped = Buffer.from(archive);
     const at = sizes[0] + sizes[1] + sizes[2] + Math.floor(sizes[3] / 2);
     flipped[at] ^= 0x40;
-    await fails(layoutOf('gzip', blocks, tar.length), flipped, /block 3 of the archive does not decompress as its index says: corrupt gzip data/);
+    // A flipped bit may break the deflate stream or the CRC, or make the block inflate past its share.
+    await fails(layoutOf('gzip', blocks, tar.length), flipped, /block 3 of the archive does not decompress as its index says: (corrupt gzip data|a gzip block decompresses to more bytes)/);
     // Cut short, and too long.
     await fails(layoutOf('gzip', blocks, tar.length), archive.subarray(0, archive.length - 5), /the archive ends inside block 5/);
     await fails(layoutOf('gzip', blocks, tar.length), Buffer.concat([archive, Buffer.from('x')]), /1 bytes follow the last block the index describes/);

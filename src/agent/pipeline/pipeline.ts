@@ -11,8 +11,6 @@ import { IndexBuilder } from './index-builder.js';
  * scanner → tar → parallel compression (gzip or zstd) → SHA-256, delivering compressed bytes in
  * order to `deliver` (the ring buffer), whose promise is the backpressure for everything upstream.
  */
-const BLOCK_SIZE = 1024 * 1024;
-
 export interface PipelineOptions {
   sources: readonly string[];
   exclude: readonly string[];
@@ -37,17 +35,18 @@ export interface PipelineResult {
 }
 
 export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult> {
+  const blockSize = opts.codec.blockSize;
   const hash = crypto.createHash('sha256');
   let size = 0;
   const free: Buffer[] = [];
   const index = new IndexBuilder();
   const compressor = new ParallelCompressor({
     codec: opts.codec,
-    blockSize: BLOCK_SIZE,
+    blockSize,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism() + 1),
     recycle: (block) => {
       // Full-size blocks are reused; the short last block is not worth keeping.
-      if (block.length === BLOCK_SIZE && block.byteOffset === 0 && free.length < 8) free.push(block);
+      if (block.length === blockSize && block.byteOffset === 0 && free.length < 8) free.push(block);
     },
     deliver: (out) => {
       index.block(out.length);
@@ -57,8 +56,8 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     },
   });
   const packer = new TarPacker(
-    BLOCK_SIZE,
-    { take: () => free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE) },
+    blockSize,
+    { take: () => free.pop() ?? Buffer.allocUnsafeSlow(blockSize) },
     { push: (block) => compressor.push(block) },
     opts.onWarning,
     (m) => index.member(m),
@@ -74,6 +73,6 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
   await packer.finish();
   await compressor.end();
   const sha256 = hash.digest();
-  const parts = await index.finish({ format: opts.codec.format, blockSize: BLOCK_SIZE, tarSize: packer.stats.tarBytes, archiveSize: size, sha256: sha256.toString('hex') });
+  const parts = await index.finish({ format: opts.codec.format, blockSize, tarSize: packer.stats.tarBytes, archiveSize: size, sha256: sha256.toString('hex') });
   return { sha256, size, pack: packer.stats, index: parts ? { parts } : { dropped: index.dropped ?? 'no index' } };
 }
