@@ -10,7 +10,7 @@ import { nameProblem } from '../../protocol/names.js';
 import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
 
 // A config is parsed once or twice per process: zod's generated (eval'd) fast path costs more to
-// build than it saves here (first parse of agent.yaml 46-60 ms with it, 28-37 ms without).
+// build than it saves here (first parse of agent.yaml 46-60 ms with it, 28-46 ms without).
 z.config({ jitless: true });
 
 // ---------------------------------------------------------------------------------------------
