@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds nbackup-agent_<version>_<arch>.deb and nbackup-server_<version>_<arch>.deb into $OUTDIR
-# (default dist/) with dpkg-deb, from this checkout: the compiled JavaScript (npm run build), the
-# production dependencies, the native addons (build/Release) and the Node.js runtime running this
-# script (Debian 12 ships Node.js 18, too old), each package under /usr/lib/nbackup/<agent|server>/.
+# (default dist/) with dpkg-deb, from this checkout: the command's bundle (dist/cmd/nbackup-*.js from
+# npm run build: our code and the npm packages it uses, packaging/bundle.mjs), the native addons
+# (build/Release) and the Node.js runtime running this script (Debian 12 ships Node.js 18, too old),
+# each package under /usr/lib/nbackup/<agent|server>/, with the bundled packages' licence texts.
 #
 #   packaging/build-deb.sh              # both packages into dist/
 #   OUTDIR=/tmp/debs packaging/build-deb.sh
@@ -19,18 +20,26 @@ MAINTAINER="n-backup developers <dev@n-backup.org>"
 for addon in nbackup_codec nbackup_fs; do
   [ -f "build/Release/$addon.node" ] || { echo "build-deb: build/Release/$addon.node is missing: install the -dev packages of the README, then npm ci" >&2; exit 1; }
 done
+for pkg in nbackup-agent nbackup-server; do
+  [ -f "dist/cmd/$pkg.packages.json" ] || { echo "build-deb: dist/cmd/$pkg.js is not bundled; run npm run build" >&2; exit 1; }
+done
 mkdir -p "$OUTDIR"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# The production dependencies once, shared by both packages' trees.
-mkdir -p "$WORK/deps"
-cp package.json package-lock.json "$WORK/deps/"
-(cd "$WORK/deps" && npm ci --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
-# Only what Node.js loads: no prebuilt binaries for the Bare runtime or other architectures, no
-# packaging leftovers of the npm packages (their tests, VCS and npm control files).
-find "$WORK/deps/node_modules" \( -name prebuilds -o -name test -o -name tests -o -name .husky -o -name .github \) -type d -prune -exec rm -rf {} +
-find "$WORK/deps/node_modules" \( -name '.npmignore' -o -name '.gitattributes' -o -name '.eslintrc*' -o -name '.travis.yml' -o -name '*.bare' -o -name '*.sh' \) -type f -delete
+# The npm packages inside a bundle: name, version, licence, then each licence or notice file whole.
+bundled_licences() {
+  node -e '
+    const fs = require("fs");
+    const list = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+    let out = "The npm packages bundled in /usr/lib/nbackup/*/dist/cmd/*.js, with their licence texts.\n";
+    for (const p of list) {
+      out += `\n${"=".repeat(78)}\n${p.name} ${p.version} (${p.license})\n${"=".repeat(78)}\n`;
+      for (const f of p.files) out += `\n--- ${f.replace(/^node_modules\//, "")}\n\n${fs.readFileSync(f, "utf8").trimEnd()}\n`;
+    }
+    process.stdout.write(out);
+  ' "$1"
+}
 
 build_one() {
   local role=$1 summary=$2
@@ -39,10 +48,11 @@ build_one() {
   local lib=$tree/usr/lib/nbackup/$role
   mkdir -p "$lib/build/Release" "$tree/usr/bin" "$tree/etc/nbackup" "$tree/lib/systemd/system" \
     "$tree/usr/share/man/man1" "$tree/usr/share/doc/$pkg" "$tree/DEBIAN"
-  # JavaScript: only what runs (no tests, no benchmark, no source maps).
-  (cd dist && find cmd src protocol -name '*.js' -print0 | xargs -0 -I{} install -D -m 0644 {} "$lib/dist/{}")
-  cp -r "$WORK/deps/node_modules" "$lib/node_modules"
+  # JavaScript: the one bundle that runs (no tests, no benchmark, no source maps). package.json
+  # marks the package root, where the addons are found.
+  install -D -m 0644 "dist/cmd/$pkg.js" "$lib/dist/cmd/$pkg.js"
   install -m 0644 package.json "$lib/package.json"
+  bundled_licences "dist/cmd/$pkg.packages.json" | gzip -9n > "$tree/usr/share/doc/$pkg/npm-packages.txt.gz"
   install -m 0644 build/Release/nbackup_codec.node build/Release/nbackup_fs.node "$lib/build/Release/"
   strip --strip-unneeded --remove-section=.comment --remove-section=.note "$lib"/build/Release/*.node
   install -m 0755 "$NODE_BIN" "$lib/node"

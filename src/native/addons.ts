@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -8,8 +9,19 @@ import { fileURLToPath } from 'node:url';
  * to plain Node.
  */
 
-/** Repository (or installed package) root: this file is dist/src/native/addons.js. */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/**
+ * Repository (or installed package) root: the nearest folder above this module that holds a
+ * package.json. This module runs as dist/src/native/addons.js or inside a bundled entry point,
+ * dist/cmd/nbackup-*.js (packaging/bundle.mjs), one level higher.
+ */
+const PACKAGE_ROOT = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let depth = 0; depth < 4; depth++) {
+    if (existsSync(path.join(dir, 'package.json'))) return dir + path.sep;
+    dir = path.dirname(dir);
+  }
+  return fileURLToPath(new URL('../../../', import.meta.url));
+})();
 
 /**
  * Where the addons are: `build/Release/` of the package, or `NBACKUP_ADDON_DIR` when set (the

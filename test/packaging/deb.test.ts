@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { REPO_ROOT } from '../helpers/proc.js';
@@ -52,7 +53,8 @@ describe('.deb packages', { timeout: 600_000 }, () => {
         `./usr/lib/nbackup/${role}/dist/cmd/${pkg}.js`,
         `./usr/lib/nbackup/${role}/build/Release/nbackup_codec.node`,
         `./usr/lib/nbackup/${role}/build/Release/nbackup_fs.node`,
-        `./usr/lib/nbackup/${role}/node_modules/commander/package.json`,
+        `./usr/lib/nbackup/${role}/package.json`,
+        `./usr/share/doc/${pkg}/npm-packages.txt.gz`,
         `./etc/nbackup/${role}.yaml`,
         `./usr/share/man/man1/${pkg}.1.gz`,
         `./lib/systemd/system/${pkg}.service`,
@@ -60,8 +62,10 @@ describe('.deb packages', { timeout: 600_000 }, () => {
       ]) {
         assert.ok(list.split('\n').some((l) => l.endsWith(` ${f}`) || l.includes(` ${f} `)), `${f} in the package`);
       }
-      assert.ok(!/node_modules\/typescript\//.test(list), 'no development dependency');
-      assert.ok(!/\/test\//.test(list.replace(/node_modules\/[^\n]*/g, '')), 'no tests');
+      // One bundle per command: no module tree, none of our other compiled files, no tests.
+      assert.ok(!/node_modules\//.test(list), 'no node_modules: the npm packages are inside the bundle');
+      assert.ok(!/\/dist\/(src|protocol|test|bench)\//.test(list), 'only dist/cmd/ is shipped');
+      assert.ok(!/\.map$/m.test(list), 'no source maps');
       const ctrl = fs.mkdtempSync(path.join(out, 'ctrl-'));
       await run('dpkg-deb', ['-e', debs[role], ctrl]);
       assert.equal(fs.readFileSync(path.join(ctrl, 'conffiles'), 'utf8').trim(), `/etc/nbackup/${role}.yaml`);
@@ -69,6 +73,17 @@ describe('.deb packages', { timeout: 600_000 }, () => {
       assert.match(postinst, /adduser --system --group/);
       assert.match(fs.readFileSync(path.join(ctrl, 'postrm'), 'utf8'), /purge/);
       for (const s of ['postinst', 'postrm', 'prerm']) await run('sh', ['-n', path.join(ctrl, s)]);
+      // The licence texts of what the bundle holds: every package it bundles, each with its text.
+      const docs = fs.mkdtempSync(path.join(out, 'docs-'));
+      await run('dpkg-deb', ['-x', debs[role], docs], { maxBuffer: 16 << 20 });
+      const licences = zlib.gunzipSync(fs.readFileSync(path.join(docs, `usr/share/doc/${pkg}/npm-packages.txt.gz`))).toString();
+      const bundled = JSON.parse(fs.readFileSync(path.join(REPO_ROOT, 'dist/cmd', `${pkg}.packages.json`), 'utf8')) as { name: string; version: string }[];
+      for (const p of [...bundled.map((b) => b.name), 'commander', 'zod', ...(role === 'server' ? ['@peculiar/x509', 'prom-client'] : [])]) {
+        assert.match(licences, new RegExp(`^${p.replace(/[/.]/g, '\\$&')} \\S+ \\(`, 'm'), `${p} listed in npm-packages.txt.gz`);
+      }
+      assert.match(licences, /Permission is hereby granted, free of charge/, 'MIT text');
+      if (role === 'server') assert.match(licences, /Apache License/, 'Apache-2.0 text (prom-client)');
+      assert.match(fs.readFileSync(path.join(docs, `usr/share/doc/${pkg}/copyright`), 'utf8'), /npm-packages\.txt\.gz/);
     });
 
     it(`${pkg}: the unit passes systemd-analyze verify and scores ≤ ${EXPOSURE_LIMIT[role]}; the packaged command runs`, async () => {
