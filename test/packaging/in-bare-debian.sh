@@ -46,7 +46,10 @@ backups:
       - path: /usr/share/doc
 EOF
 
-as_server nbackup-server --config /etc/nbackup/server.yaml > /tmp/server.log 2>&1 &
+# exec: $! must be the server itself (setpriv execs /usr/bin/nbackup-server, which execs node), not
+# a subshell running the as_server function, or `kill $server` below leaves the server running
+# after mmdebstrap has thrown the root away.
+(exec setpriv --reuid=nbackup --regid=nbackup --init-groups -- nbackup-server --config /etc/nbackup/server.yaml) > /tmp/server.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 # Bounded wait for the server's "listening" line (10 s).
@@ -61,6 +64,9 @@ nbackup-agent --config /etc/nbackup/agent.yaml --once
 kill $server
 wait $server || true
 trap - EXIT
+# The server has exited (its graceful SIGTERM path), so nothing outlives this root.
+if kill -0 $server 2>/dev/null; then echo "bare Debian 12: the server is still running after SIGTERM" >&2; exit 1; fi
+grep -q '"shutting down"' /tmp/server.log || { echo "bare Debian 12: the server did not log its shutdown" >&2; cat /tmp/server.log >&2; exit 1; }
 
 archive=$(ls /var/lib/nbackup/main/bare-agent/doc/*.tar.gz)
 stat -c '%U %a %n' "$archive"
