@@ -9,9 +9,10 @@
 // name and licence files, from which packaging/build-deb.sh ships their licence texts.
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 
-const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ENTRIES = ['nbackup-agent', 'nbackup-server'];
 // ESM output has no `require`; CommonJS packages inside the bundle call it for Node's built-ins.
 const BANNER = "import { createRequire as __nbackupCreateRequire } from 'node:module'; const require = __nbackupCreateRequire(import.meta.url);";

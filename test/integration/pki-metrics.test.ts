@@ -9,6 +9,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { sample } from '../helpers/metrics.js';
 import type { Pki } from '../helpers/pki.js';
 import { SERVER_BIN, runAgent, startServer, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
@@ -30,14 +31,6 @@ async function serverCli(args: string[]): Promise<{ code: number; stdout: string
 
 function mode(file: string): number {
   return statSync(file).mode & 0o777;
-}
-
-/** One sample's value from Prometheus text: `name{labels} value`, labels in the order given. */
-function sample(text: string, name: string, labels = ''): number {
-  const prefix = labels === '' ? `${name} ` : `${name}{${labels}} `;
-  const line = text.split('\n').find((l) => l.startsWith(prefix));
-  assert.ok(line, `no sample ${prefix.trim()} in:\n${text.split('\n').filter((l) => l.startsWith('nbackup_') && !l.startsWith('nbackup_server_')).join('\n')}`);
-  return Number(line.slice(prefix.length));
 }
 
 describe('built-in PKI, then metrics over two backups', { timeout: 120_000 }, () => {

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { sample } from '../helpers/metrics.js';
 import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { agentConfigObject, makeSource, makeWorkspace, showRun, writeServerConfig } from './harness.js';
@@ -20,14 +21,6 @@ import { agentConfigObject, makeSource, makeWorkspace, showRun, writeServerConfi
 /** Seconds V8 treats as start-up after a process begins (its kMaxLoadTimeMs is 7 s), plus margin. */
 const PAST_START_UP_S = 9;
 const MIB = 1024 * 1024;
-
-/** One sample's value from Prometheus text: `name{labels} value`. */
-function sample(text: string, name: string, labels = ''): number {
-  const prefix = labels === '' ? `${name} ` : `${name}{${labels}} `;
-  const line = text.split('\n').find((l) => l.startsWith(prefix));
-  assert.ok(line, `no sample ${prefix.trim()} in /metrics`);
-  return Number(line.slice(prefix.length));
-}
 
 /** Full GCs so far: prom-client shows the kind="major" series only once there has been one. */
 function majorGcs(text: string): number {

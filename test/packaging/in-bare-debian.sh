@@ -12,7 +12,8 @@ nbackup-agent --version
 id nbackup
 stat -c '%U %a %n' /var/lib/nbackup /var/log/nbackup /etc/nbackup/pki
 
-as_server() { setpriv --reuid=nbackup --regid=nbackup --init-groups -- "$@"; }
+AS_SERVER="setpriv --reuid=nbackup --regid=nbackup --init-groups --"
+as_server() { $AS_SERVER "$@"; }
 as_server nbackup-server pki init-ca --dir /etc/nbackup/pki
 as_server nbackup-server pki issue-server --dir /etc/nbackup/pki --san 127.0.0.1
 as_server nbackup-server pki issue-agent bare-agent --dir /etc/nbackup/pki
@@ -49,7 +50,7 @@ EOF
 # exec: $! must be the server itself (setpriv execs /usr/bin/nbackup-server, which execs node), not
 # a subshell running the as_server function, or `kill $server` below leaves the server running
 # after mmdebstrap has thrown the root away.
-(exec setpriv --reuid=nbackup --regid=nbackup --init-groups -- nbackup-server --config /etc/nbackup/server.yaml) > /tmp/server.log 2>&1 &
+(exec $AS_SERVER nbackup-server --config /etc/nbackup/server.yaml) > /tmp/server.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 # Bounded wait for the server's "listening" line (10 s).
