@@ -5,17 +5,26 @@ import { NbackupError } from '../errors.js';
 
 /**
  * Reads protocol frames from a socket with a deadline. Data that arrives before anyone asks is kept
- * in the FrameReader; a frame that is malformed rejects with the decoder's ProtocolError. After the
- * framed part of a conversation, `detach()` hands over the unread bytes for a raw body phase.
+ * in the FrameReader, up to its `maxBuffered`: past that the socket is paused until frames are read,
+ * so a peer that sends faster than it is answered (or goes on sending after its answer) is held
+ * back by TCP instead of filling memory. A frame that is malformed rejects with the decoder's
+ * ProtocolError. After the framed part of a conversation, `detach()` hands over the unread bytes for
+ * a raw body phase; the socket may then be paused, and the new reader resumes it.
  */
 export class FrameSocket {
   readonly reader: FrameReader;
   private ended = false;
   private halfClosed = false;
+  private paused = false;
   private error: Error | null = null;
   private notify: (() => void) | null = null;
   private readonly onData = (chunk: Buffer): void => {
     this.reader.push(chunk);
+    // Again each time: someone else may have resumed the socket meanwhile.
+    if (this.reader.buffered > this.reader.maxBuffered) {
+      this.paused = true;
+      this.socket.pause();
+    }
     this.notify?.();
   };
   private readonly onEnd = (): void => {
@@ -48,7 +57,13 @@ export class FrameSocket {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const frame = this.reader.read(decode);
-      if (frame !== null) return frame;
+      if (frame !== null) {
+        if (this.paused && this.reader.buffered <= this.reader.maxBuffered) {
+          this.paused = false;
+          this.socket.resume();
+        }
+        return frame;
+      }
       if (this.error) throw new NbackupError('network', `connection failed while waiting for ${what}: ${this.error.message}`, { cause: this.error });
       if (this.ended) throw new NbackupError('network', `connection closed while waiting for ${what}`);
       const left = deadline - Date.now();

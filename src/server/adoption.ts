@@ -9,6 +9,7 @@ import { ChunkJournal, type ChunkRecord } from './chunk-journal.js';
 import { ChunkStreams } from './chunk-stream-receiver.js';
 import type { ServerContext } from './context.js';
 import { hashPrefix, openFd } from './file-io.js';
+import { finishInterruptedCommit } from './interrupted-commit.js';
 import { parallelSession, sessionContext, singleSession, type Session } from './session.js';
 import { readRecord, sessionFiles, type SessionRecord } from './session-record.js';
 import type { Storage } from './storage.js';
@@ -17,7 +18,8 @@ import type { Storage } from './storage.js';
  * A restarted server takes up the sessions its predecessor left, whether it was stopped or
  * killed: each session record younger than `session_ttl` comes back, its bytes read once to
  * rebuild the hash, detached and waiting for its agent to resume (RSME) or re-join (PJIN) from
- * what is on disk. Returns the files taken up; the start-up sweep removes every other `.tmp` file.
+ * what is on disk. A session its predecessor was committing is finished instead (interrupted-commit.ts).
+ * Returns the files taken up; the start-up sweep removes every other `.tmp` file.
  */
 export async function adoptSessions(ctx: ServerContext): Promise<Set<string>> {
   const kept = new Set<string>();
@@ -42,6 +44,7 @@ async function adoptOne(ctx: ServerContext, storage: Storage, recordPath: string
   if (record.storage !== storage.name || path.dirname(files.temp) !== storage.backupDir(record.agent, record.backup)) {
     throw new Error('the record does not belong where it lies');
   }
+  if (record.committing && (await finishInterruptedCommit(ctx, storage, { ...record, committing: record.committing }, files))) return;
   const age = Date.now() - (await fs.promises.stat(files.temp)).mtimeMs;
   if (age >= ttl) return;
   const fd = await openFd(files.temp, 'r+', 0o640);

@@ -3,9 +3,9 @@ import { AbortReason, FinalStatus, speaksReasons } from '../../protocol/constant
 import { encodeFinalAck } from '../../protocol/frames.js';
 import { errorMessage } from '../errors.js';
 import type { Connection, ServerContext } from './context.js';
-import { sessionFiles } from './session-record.js';
+import { sessionFiles, writeRecord } from './session-record.js';
 import { NoSpaceError } from './space-guard.js';
-import { bytesReceived, sessionContext, type Session } from './session.js';
+import { bytesReceived, recordOf, sessionContext, type Session } from './session.js';
 import type { Verdict } from './verdict.js';
 
 /**
@@ -42,8 +42,11 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
   session.committing = true;
   try {
     const tempPath = session.temp.path;
-    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize, result.sha256);
     const files = sessionFiles(tempPath);
+    // A server that dies from here on may have committed: its successor must not take the session
+    // up again (the agent would send the whole backup once more), but answer COMMITTED.
+    await writeRecord(files.record, { ...recordOf(session), committing: { size: result.dataSize, sha256: result.sha256 } });
+    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize, result.sha256);
     if (clockBehindMs > 0) {
       log.warn(
         { ...sessionContext(session), behindS: Math.round(clockBehindMs / 1000), file },

@@ -4,8 +4,17 @@ import { NbackupError } from '../errors.js';
 
 /**
  * Positional file I/O on descriptors, looping over short reads and writes, for the temporary,
- * staging and journal files of sessions.
+ * staging and journal files of sessions; and the folder fsync that makes a new name durable.
  */
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.promises.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
 
 export function openFd(path: string, flags: string, mode: number): Promise<number> {
   return new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));

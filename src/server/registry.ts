@@ -138,8 +138,13 @@ export class SessionRegistry {
   /** A session was committed: forget it as live, remember it as committed for the TTL. */
   committed(session: Session, size: number, sha256: Buffer, file: string): void {
     this.forget(session);
-    this.committedById.set(session.id, { agent: session.agent, storage: session.storage.name, size, sha256, file });
-    setTimeout(() => this.committedById.delete(session.id), this.ttlMs).unref();
+    this.rememberCommitted(session.id, { agent: session.agent, storage: session.storage.name, size, sha256, file });
+  }
+
+  /** A committed session, for the TTL: also one the previous server committed as it stopped. */
+  rememberCommitted(id: string, committed: CommittedSession): void {
+    this.committedById.set(id, committed);
+    setTimeout(() => this.committedById.delete(id), this.ttlMs).unref();
   }
 
   /** A session a restarted server took up: live again, waiting (detached) for its agent. */

@@ -149,10 +149,13 @@ export class BackupServer {
       /* reported where the connection is served */
     });
     const remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    const handled = this.serve(socket, remote).catch((err: unknown) => {
-      this.ctx.log.warn({ remote, err: errorMessage(err) }, 'connection closed');
-      socket.destroy();
-    });
+    const handled = this.serve(socket, remote).then(
+      () => closeAfterAnswer(socket, this.ctx.config.server.handshake_timeout),
+      (err: unknown) => {
+        this.ctx.log.warn({ remote, err: errorMessage(err) }, 'connection closed');
+        socket.destroy();
+      },
+    );
     this.serving.add(handled);
     void handled.finally(() => this.serving.delete(handled));
   }
@@ -185,4 +188,18 @@ export class BackupServer {
         return serveControl(this.ctx, conn, hello.value);
     }
   }
+}
+
+/**
+ * A handler is done with its connection: the answer is on its way, and nothing more is read. A
+ * well-behaved peer closes its side once it has the answer (then the socket goes by itself); one
+ * that keeps the connection open, or goes on sending, is cut off after `lingerMs`, so finished
+ * connections cannot pile up.
+ */
+function closeAfterAnswer(socket: tls.TLSSocket, lingerMs: number): void {
+  if (socket.destroyed) return;
+  socket.end();
+  const timer = setTimeout(() => socket.destroy(), lingerMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
 }

@@ -23,6 +23,11 @@ export interface SessionRecord {
   archive?: ArchiveFormat;
   maxStreams?: number;
   chunkSize?: number;
+  /**
+   * Written just before the commit links the archive into place: what was verified. A restarted
+   * server that finds it knows the commit may have happened (interrupted-commit.ts).
+   */
+  committing?: { size: number; sha256: string };
 }
 
 /** The files of one session, from its temporary file's path (`.<id>.tar.gz.tmp` or `.tar.zst.tmp`). */
@@ -31,10 +36,16 @@ export function sessionFiles(tempPath: string): { temp: string; staging: string;
   return { temp: tempPath, staging: `${base}.staging.tmp`, journal: `${base}.chunks.tmp`, record: `${base}.session.tmp` };
 }
 
-/** Written whole or not at all: a new file renamed over the old one. */
+/** Written whole or not at all: a new file, fsynced, renamed over the old one. The caller fsyncs the folder. */
 export async function writeRecord(path: string, record: SessionRecord): Promise<void> {
   const next = path.replace(/\.tmp$/, '.new.tmp');
-  await fs.promises.writeFile(next, JSON.stringify(record) + '\n', { mode: 0o600 });
+  const fh = await fs.promises.open(next, 'w', 0o600);
+  try {
+    await fh.writeFile(JSON.stringify(record) + '\n');
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await fs.promises.rename(next, path);
 }
 
@@ -54,6 +65,8 @@ export async function readRecord(path: string): Promise<SessionRecord | string> 
     [r.id, r.agent, r.storage, r.backup].every((v) => typeof v === 'string' && v !== '') &&
     (r.mode === 'single' || r.mode === 'parallel') &&
     typeof r.version === 'number' &&
-    (r.archive === undefined || r.archive === 'gzip' || r.archive === 'zstd');
+    (r.archive === undefined || r.archive === 'gzip' || r.archive === 'zstd') &&
+    (r.committing === undefined ||
+      (typeof r.committing === 'object' && r.committing !== null && Number.isSafeInteger(r.committing.size) && r.committing.size >= 0 && /^[0-9a-f]{64}$/.test(String(r.committing.sha256))));
   return ok ? (r as SessionRecord) : 'malformed session record';
 }

@@ -100,6 +100,8 @@ export class SocketPump {
       socket.on('close', onClose);
       socket.on('timeout', onTimeout);
       socket.setTimeout(opts.idleMs);
+      // The FrameSocket may have left it paused (it held a frame reader's worth of bytes).
+      socket.resume();
       if (early.bytes.length > 0) onData(early.bytes);
       if (early.peerEnded) onEnd();
       // The connection may have gone while the handler was busy: its 'close' will not come again.

@@ -6,6 +6,7 @@ import { NbackupError, errnoCode, errorMessage } from '../errors.js';
 import { ARCHIVE_EXTENSION, archiveName, archiveTime, nextArchiveTime } from '../archive/names.js';
 import { dirEntries, orphanSidecars, removeArchive, shaLine, SHA_SUFFIX, writeFileAtomic } from './catalog.js';
 import { selectRetention, type RetentionDecision } from './retention.js';
+import { fsyncDir } from './file-io.js';
 import { sessionFiles } from './session-record.js';
 import { SpaceGuard } from './space-guard.js';
 
@@ -187,14 +188,5 @@ export class Storage {
       }
     }
     return out;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.promises.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

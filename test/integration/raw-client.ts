@@ -34,6 +34,8 @@ export interface RawOptions {
   key?: string;
   minVersion?: tls.SecureVersion;
   maxVersion?: tls.SecureVersion;
+  /** Keep our side open after the server's end (a peer that goes on sending); the TLS socket takes it from the TCP one. */
+  allowHalfOpen?: boolean;
 }
 
 /**
@@ -56,7 +58,7 @@ export class RawClient {
   private readonly waiters = new Waiters();
 
   constructor(o: RawOptions) {
-    this.tcp = net.connect({ host: HOST, port: o.port });
+    this.tcp = net.connect({ host: HOST, port: o.port, allowHalfOpen: o.allowHalfOpen });
     this.tcp.on('error', () => undefined); // reported through the TLS socket
     const opts: tls.ConnectionOptions = {
       socket: this.tcp,

@@ -85,6 +85,8 @@ export async function readRemote(
       socket.on('data', (chunk: Buffer) => {
         if (!take(chunk)) socket.pause();
       });
+      // The FrameSocket may have left it paused (it held a frame reader's worth of bytes).
+      socket.resume();
       out.on('drain', () => socket.resume());
       socket.once('end', finish);
       socket.once('close', finish);

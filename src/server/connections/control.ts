@@ -12,6 +12,10 @@ import type { ControlLink } from '../control/control-hub.js';
  * rotation (CROT/CRAK) and abort (CABT) messages; no backup ever depends on it being up.
  */
 const MAX_DEAD_MS = 24 * 3600_000;
+/** Pongs the agent has not taken yet, at most: past this, no ping is read until they drain. */
+const MAX_UNSENT = 64 * 1024;
+/** How long one reading of the storages' free space answers pings (a flood costs no statfs each). */
+const FREE_SPACE_FRESH_MS = 1000;
 
 export async function serveControl(ctx: ServerContext, conn: Connection, open: ControlOpen): Promise<void> {
   const { socket, frames, remote } = conn;
@@ -31,11 +35,15 @@ export async function serveControl(ctx: ServerContext, conn: Connection, open: C
   };
   ctx.control.attach(link);
   log.info({ keepaliveS: open.keepaliveSeconds }, 'control channel opened');
+  let free = { at: -Infinity, mib: 0 };
   try {
     for (;;) {
       const msg = await frames.read(decodeControlFromAgent, deadMs, 'control frame');
       if (msg.type === 'ping') {
-        link.send(encodeControlFromServer({ type: 'pong', timestampNs: msg.timestampNs, load: serverLoad(), freeMiB: await leastFreeMiB(ctx) }));
+        if (Date.now() - free.at >= FREE_SPACE_FRESH_MS) free = { at: Date.now(), mib: await leastFreeMiB(ctx) };
+        link.send(encodeControlFromServer({ type: 'pong', timestampNs: msg.timestampNs, load: serverLoad(), freeMiB: free.mib }));
+        // An agent that pings without reading its pongs is held back (the FrameSocket pauses).
+        if (socket.writableLength > MAX_UNSENT) await drained(socket, deadMs);
       } else {
         log.info({ stream: msg.streamIndex }, 'rotation acknowledged');
         ctx.control.rotateAcked(agent, msg.streamIndex);
@@ -65,4 +73,22 @@ async function leastFreeMiB(ctx: ServerContext): Promise<number> {
     least = Math.min(least, Math.floor(free / (1024 * 1024)));
   }
   return least;
+}
+
+/** Resolves when the socket's queued writes drained; rejects as a dead channel after `ms`, or when it closes. */
+function drained(socket: Connection['socket'], ms: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(new NbackupError('network', 'connection closed with pongs unsent'));
+    const timer = setTimeout(() => done(new NbackupError('network', `pongs not taken within ${ms / 1000}s`)), ms);
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
+  });
 }

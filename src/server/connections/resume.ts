@@ -21,18 +21,24 @@ export async function serveResume(ctx: ServerContext, conn: Connection, rs: Resu
   const session = ctx.registry.byId(rs.sessionId);
   if (!isSupportedVersion(rs.version)) return notFound(`unsupported protocol version ${rs.version}`);
   if (cn !== rs.agent) return notFound(`agent name "${rs.agent}" does not match certificate CN "${cn ?? ''}"`);
-  const committed = ctx.registry.committedSession(rs.sessionId);
-  if (committed && committed.agent === rs.agent && committed.storage === rs.storage && speaksReasons(conn.version)) {
-    // The agent missed the Final ACK: tell it what was committed, it checks size and SHA-256.
+  // The agent missed the Final ACK: tell it what was committed, it checks size and SHA-256.
+  const answeredCommitted = (): boolean => {
+    const committed = ctx.registry.committedSession(rs.sessionId);
+    if (!committed || committed.agent !== rs.agent || committed.storage !== rs.storage || !speaksReasons(conn.version)) return false;
     socket.end(encodeResumeAck({ status: ResumeStatus.COMMITTED, lastOffset: committed.size, sha256: committed.sha256 }));
     ctx.log.info({ remote, session: rs.sessionId, agent: rs.agent, bytes: committed.size }, 'resume of a committed session: answered COMMITTED');
-    return;
-  }
+    return true;
+  };
+  if (answeredCommitted()) return;
   if (!session || session.closed) return notFound('unknown or expired session');
   if (session.agent !== rs.agent || session.storage.name !== rs.storage) return notFound('agent or storage does not match the session');
-  // The old connection may still look alive here (a half-open link): the agent knows better.
+  // The old connection may still look alive here (a half-open link): the agent knows better. Its
+  // handler may be committing the session: then the commit is waited for, and answered.
   await session.link.evict();
-  if (session.closed) return notFound('session ended');
+  if (session.closed) {
+    if (answeredCommitted()) return;
+    return notFound('session ended');
+  }
   ctx.registry.resumed(session);
   if (session.mode === 'single') {
     try {
