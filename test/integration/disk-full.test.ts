@@ -9,13 +9,14 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { HealthStatus } from '../../protocol/constants.js';
+import { HealthStatus, ReadStatus } from '../../protocol/constants.js';
+import { decodeIndexAck, encodeIndexPut } from '../../protocol/frames.js';
 import { sha256File } from '../helpers/compare.js';
 import type { Pki } from '../helpers/pki.js';
 import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { agentConfigObject, committedBackups, makeWorkspace, showRun, writeServerConfig } from './harness.js';
-import { rawHealth } from './raw-client.js';
+import { rawAgent, rawHealth } from './raw-client.js';
 
 const MiB = 1024 * 1024;
 const TMPFS = 48 * MiB;
@@ -112,5 +113,26 @@ for (const parallels of [0, 4]) {
       await server.waitForLog((l) => l.msg === 'agent told to abort on its control channel (CABT disk full)', 5000);
       assert.equal((await rawHealth(server.port, pki)).status, HealthStatus.READY, 'the server serves on, with its space back');
     });
+
+    if (parallels === 0) {
+      it('refuses an index that would cross the reserve, before a byte of it is written', async () => {
+        const committed = server.logs().find((l) => l.msg === 'session committed');
+        assert.ok(committed, 'the small backup was committed');
+        const c = rawAgent(server.port, pki);
+        try {
+          await c.connected();
+          // More than the whole tmpfs: only the announced length is sent.
+          c.write(encodeIndexPut({ sessionId: String(committed.session), length: TMPFS }));
+          const answer = await c.read(decodeIndexAck, 5000, 'index answer');
+          assert.equal(answer.status, ReadStatus.REJECT);
+          assert.match(answer.message, /index not stored: storage "main" is out of space/);
+        } finally {
+          c.destroy();
+        }
+        const left = fs.readdirSync(join(seen, 'agent-a', 'app')).filter((f) => f.endsWith('.tmp'));
+        assert.deepEqual(left, [], 'no partial index');
+        assert.equal((await rawHealth(server.port, pki)).status, HealthStatus.READY);
+      });
+    }
   });
 }

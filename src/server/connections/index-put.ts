@@ -6,6 +6,7 @@ import { INDEX_SUFFIX, readIndexHeader } from '../../archive/index-header.js';
 import { errorMessage } from '../../errors.js';
 import { peerName, type Connection, type ServerContext } from '../context.js';
 import { SocketPump } from '../socket-pump.js';
+import { NoSpaceError } from '../space-guard.js';
 
 /** Largest index accepted (an index of tens of millions of files stays well below it). */
 export const MAX_INDEX_BYTES = 1024 * 1024 * 1024;
@@ -30,7 +31,19 @@ export async function serveIndexPut(ctx: ServerContext, conn: Connection, req: I
   const dir = path.dirname(committed.file);
   const final = committed.file + INDEX_SUFFIX;
   const tmp = path.join(dir, `.${path.basename(final)}.tmp`);
-  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o640);
+  // An index draws on the free space above min_free like an archive does, all of it up front.
+  const space = ctx.storages.get(committed.storage)?.space;
+  if (!space) return answer(ReadStatus.NOT_FOUND, `storage "${committed.storage}" is no longer configured`);
+  try {
+    await space.claim(req.length);
+  } catch (err) {
+    if (err instanceof NoSpaceError) return answer(ReadStatus.REJECT, `index not stored: ${err.message}`);
+    throw err;
+  }
+  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o640).catch((err: unknown) => {
+    space.written(req.length);
+    throw err;
+  });
   let keep = false;
   try {
     const got = await receive(ctx, conn, fh, req.length);
@@ -51,6 +64,7 @@ export async function serveIndexPut(ctx: ServerContext, conn: Connection, req: I
   } catch (err) {
     answer(ReadStatus.REJECT, errorMessage(err));
   } finally {
+    space.written(req.length);
     await fh.close();
     if (!keep) await fs.promises.rm(tmp, { force: true });
   }
