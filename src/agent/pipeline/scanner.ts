@@ -3,6 +3,7 @@ import path from 'node:path';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { ExcludeMatcher } from './exclude.js';
 import { joinNames, type FileRun } from './file-run.js';
+import { checkSourceOverlap } from './source-overlap.js';
 import type { TarEntryType } from './tar-header.js';
 
 /**
@@ -92,7 +93,7 @@ function entryType(st: fs.Stats): TarEntryType | 'socket' | null {
   return null;
 }
 
-/** Checks every source before anything is sent, so a typo fails the entry up front. */
+/** Checks every source before anything is sent, so a typo or an overlap fails the entry up front. */
 export function checkSources(sources: readonly string[]): void {
   for (const src of sources) {
     if (!path.isAbsolute(src)) throw new NbackupError('source', `source ${src} is not an absolute path`);
@@ -109,6 +110,7 @@ export function checkSources(sources: readonly string[]): void {
       throw new NbackupError('source', `source ${src} is a symlink to ${target}, which cannot be reached: ${errorMessage(err)}`);
     }
   }
+  checkSourceOverlap(sources);
 }
 
 interface Frame {
