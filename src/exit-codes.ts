@@ -14,7 +14,7 @@ export const EXIT_CODES: readonly ExitCode[] = [
   { code: 0, meaning: 'success (--once: every backup entry committed)', kinds: [] },
   {
     code: 1,
-    meaning: 'a backup, a health check or a storage failed; stderr says which and why, one line each',
+    meaning: 'a backup, a health check, a storage, a restore or a find failed (an archive that cannot be read; find: nothing matched); stderr says which and why, one line each',
     kinds: ['source', 'rejected', 'server', 'checksum', 'storage', 'protocol', 'aborted', 'hook'],
   },
   { code: 2, meaning: 'bad command line or configuration file', kinds: ['usage', 'config'] },

@@ -1,6 +1,7 @@
 import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
+import { printableText } from '../printable.js';
 import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
 import { daysUntil, loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
 import { runBackup, type BackupOutcome } from './backup-job.js';
@@ -15,7 +16,7 @@ import { ControlClient } from './control/control-client.js';
 /** What the nbackup-agent command does; cmd/ only parses arguments and calls these. */
 
 function stderrLine(line: string): void {
-  process.stderr.write(`nbackup-agent: ${line}\n`);
+  process.stderr.write(`nbackup-agent: ${printableText(line)}\n`);
 }
 
 function loadMaterial(config: AgentConfig): TlsMaterial {

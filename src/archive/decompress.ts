@@ -15,14 +15,34 @@ const MAX_FRAME_CONTENT = 64 * 1024 * 1024;
 /** Most compressed bytes buffered while waiting for the end of a frame. */
 const MAX_FRAME_BYTES = 80 * 1024 * 1024;
 
-/** The archive's tar stream from its compressed bytes: gzip (node:zlib, any number of members) or zstd. */
-export function decompressor(format: ArchiveFormat): Transform {
-  if (format === 'gzip') return zlib.createGunzip({ chunkSize: 256 * 1024 });
+/**
+ * The tar stream of archive `what` (named in errors) from its compressed bytes: gzip (node:zlib,
+ * any number of members) or zstd. Damaged data is an NbackupError of kind 'checksum' naming it.
+ */
+export function decompressor(format: ArchiveFormat, what: string): Transform {
+  if (format === 'gzip') return gunzip(what);
   const addon = loadAddon<ZstdAddon>('nbackup_codec');
   if (!addon) {
     throw new NbackupError('config', `restoring a .tar.zst needs the native codec addon (${addonProblem('nbackup_codec')}); install ${NATIVE_PACKAGES}, then npm ci — or use --stdout | tar --zstd -x`);
   }
-  return new ZstdFrames(addon);
+  return new ZstdFrames(addon, what);
+}
+
+/**
+ * node:zlib's gunzip, its own errors (code Z_DATA_ERROR, Z_BUF_ERROR…, bare messages such as
+ * "incorrect header check") turned into a damaged-archive error that names the archive. zlib ends
+ * the stream with destroy(error), so that is where they are caught; errors from upstream (the
+ * connection) pass unchanged.
+ */
+function gunzip(what: string): Transform {
+  const stream = zlib.createGunzip({ chunkSize: 256 * 1024 });
+  const destroy = stream.destroy.bind(stream);
+  stream.destroy = (err?: Error) => {
+    const code = (err as { code?: unknown } | undefined)?.code;
+    const ours = err !== undefined && !(err instanceof NbackupError) && typeof code === 'string' && code.startsWith('Z_');
+    return destroy(ours ? new NbackupError('checksum', `${what}: corrupt gzip data: ${err.message}`, { cause: err }) : err);
+  };
+  return stream;
 }
 
 /**
@@ -33,7 +53,10 @@ class ZstdFrames extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
 
-  constructor(private readonly addon: ZstdAddon) {
+  constructor(
+    private readonly addon: ZstdAddon,
+    private readonly what: string,
+  ) {
     super({ readableHighWaterMark: 1 << 20 });
   }
 
@@ -45,7 +68,7 @@ class ZstdFrames extends Transform {
 
   override _flush(done: TransformCallback): void {
     this.drainFrames().then(() => {
-      if (this.pendingBytes > 0) done(new NbackupError('checksum', `the zstd stream ends inside a frame (${this.pendingBytes} bytes left)`));
+      if (this.pendingBytes > 0) done(new NbackupError('checksum', `${this.what}: the zstd stream ends inside a frame (${this.pendingBytes} bytes left)`));
       else done();
     }, done);
   }
@@ -59,19 +82,19 @@ class ZstdFrames extends Transform {
       try {
         info = this.addon.zstdFrame(buf);
       } catch (err) {
-        throw new NbackupError('checksum', `corrupt zstd data: ${(err as Error).message}`);
+        throw new NbackupError('checksum', `${this.what}: corrupt zstd data: ${(err as Error).message}`);
       }
       if (info === null) {
-        if (this.pendingBytes > MAX_FRAME_BYTES) throw new NbackupError('checksum', `a zstd frame longer than ${MAX_FRAME_BYTES} bytes`);
+        if (this.pendingBytes > MAX_FRAME_BYTES) throw new NbackupError('checksum', `${this.what}: a zstd frame longer than ${MAX_FRAME_BYTES} bytes`);
         return;
       }
       if (info.content < 0 || info.content > MAX_FRAME_CONTENT) {
-        throw new NbackupError('checksum', `a zstd frame of ${info.content < 0 ? 'unknown' : info.content} bytes; this restore reads frames of at most ${MAX_FRAME_CONTENT} bytes (use --stdout | tar --zstd -x)`);
+        throw new NbackupError('checksum', `${this.what}: a zstd frame of ${info.content < 0 ? 'unknown' : info.content} bytes; this restore reads frames of at most ${MAX_FRAME_CONTENT} bytes (use --stdout | tar --zstd -x)`);
       }
       const frame = buf.subarray(0, info.compressed);
       const out = Buffer.allocUnsafe(info.content);
       const n = await new Promise<number>((resolve, reject) =>
-        this.addon.zstdDecompress(frame, out, (err, size) => (err ? reject(new NbackupError('checksum', `corrupt zstd frame: ${err.message}`)) : resolve(size))),
+        this.addon.zstdDecompress(frame, out, (err, size) => (err ? reject(new NbackupError('checksum', `${this.what}: corrupt zstd frame: ${err.message}`)) : resolve(size))),
       );
       if (n > 0) this.push(out.subarray(0, n));
       const rest = buf.subarray(info.compressed);

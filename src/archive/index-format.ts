@@ -70,22 +70,33 @@ export function indexHead(h: IndexHeader, blocks: readonly number[]): Buffer {
 /** Longest line accepted (the blocks line of a 10 TB archive is about 70 MB; a member line is short). */
 const MAX_LINE = 128 * 1024 * 1024;
 
+/**
+ * The decompressed stream cut at '\n'. Only each new chunk is searched, and a line longer than a
+ * chunk is kept as a list of pieces joined once, so a long line costs time in proportion to its
+ * length; a line is decoded whole, so a UTF-8 name split between two chunks survives.
+ */
 async function* lines(compressed: Readable): AsyncGenerator<string> {
   const gunzip = zlib.createGunzip();
   compressed.on('error', (err) => gunzip.destroy(err));
   compressed.pipe(gunzip);
-  let rest = '';
+  let pieces: Buffer[] = [];
+  let held = 0;
   for await (const chunk of gunzip as AsyncIterable<Buffer>) {
-    const text = rest + chunk.toString('utf8');
     let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-      yield text.slice(start, nl);
+    for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+      const tail = chunk.subarray(start, nl);
+      yield (held === 0 ? tail : Buffer.concat([...pieces, tail], held + tail.length)).toString('utf8');
+      pieces = [];
+      held = 0;
       start = nl + 1;
     }
-    rest = text.slice(start);
-    if (rest.length > MAX_LINE) throw new Error('an index line longer than 128 MB');
+    if (start < chunk.length) {
+      pieces.push(chunk.subarray(start));
+      held += chunk.length - start;
+      if (held > MAX_LINE) throw new Error('an index line longer than 128 MB');
+    }
   }
-  if (rest.length > 0) throw new Error('the index ends inside a line');
+  if (held > 0) throw new Error('the index ends inside a line');
 }
 
 export interface IndexReader {

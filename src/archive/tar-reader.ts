@@ -77,7 +77,7 @@ class ByteSource {
   async skip(n: number): Promise<void> {
     for (let left = n; left > 0; ) {
       const b = await this.some(left);
-      if (b === null) throw truncated();
+      if (b === null || b.length === 0) throw truncated();
       left -= b.length;
     }
   }
@@ -136,11 +136,20 @@ export function parsePax(buf: Buffer, into: Map<string, Buffer>): void {
   }
 }
 
-function paxNumber(pax: Map<string, Buffer>, key: string, fallback: number): number {
+/**
+ * A PAX number: size, uid and gid must be safe whole numbers (a size of 0.5 would have the reader
+ * ask for half a byte forever); mtime may carry a fraction. Anything else is a corrupt archive.
+ */
+function paxNumber(pax: Map<string, Buffer>, key: 'size' | 'uid' | 'gid' | 'mtime', fallback: number): number {
   const v = pax.get(key);
   if (!v) return fallback;
-  const n = Number(v.toString('latin1'));
-  if (!Number.isFinite(n) || n < 0) throw new NbackupError('checksum', `tar: PAX ${key} is not a number`);
+  const text = v.toString('latin1');
+  const n = Number(text);
+  const form = key === 'mtime' ? /^\d+(\.\d+)?$/ : /^\d+$/;
+  if (!form.test(text) || !Number.isFinite(n) || (key !== 'mtime' && !Number.isSafeInteger(n))) {
+    const expected = key === 'mtime' ? 'a number of seconds' : `a whole number up to ${Number.MAX_SAFE_INTEGER}`;
+    throw new NbackupError('checksum', `tar: PAX ${key} ${JSON.stringify(text)} is not ${expected} (corrupt archive)`);
+  }
   return n;
 }
 
@@ -225,7 +234,8 @@ export class TarReader {
   async data(max = 1 << 20): Promise<Buffer | null> {
     if (this.dataLeft === 0) return null;
     const b = await this.src.some(Math.min(max, this.dataLeft));
-    if (b === null) throw truncated();
+    // Nothing read while data remains would repeat forever: take it as the end of the input.
+    if (b === null || b.length === 0) throw truncated();
     this.dataLeft -= b.length;
     return b;
   }

@@ -1,6 +1,7 @@
 import { CommanderError, type Command } from 'commander';
 import { NbackupError, errorMessage } from '../errors.js';
 import { EXIT_USAGE, exitCodeFor, exitCodeHelp } from '../exit-codes.js';
+import { printableText } from '../printable.js';
 
 /**
  * Runs a commander program the way both commands do: the exit-status table in `--help`, a usage
@@ -17,7 +18,7 @@ export async function runCommand(program: Command): Promise<void> {
       // commander has printed its own message (or the help text, or the version).
       process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
     }
-    process.stderr.write(`${name}: ${errorMessage(err)}\n`);
+    process.stderr.write(`${name}: ${printableText(errorMessage(err))}\n`);
     process.exit(exitCodeFor(err));
   }
 }

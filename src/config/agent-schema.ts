@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../../protocol/constants.js';
 import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, nonEmptyStr, obj, oneOf, pathLeaf, section, size, type HostPort } from './leaves.js';
 import { formatBytes, formatDuration, GB, MB } from './units.js';
+import { overlap } from '../agent/pipeline/source-overlap.js';
 
 export const RESUME_BUFFER_MIN = MB;
 const RESUME_BUFFER_MAX = GB;
@@ -25,6 +26,24 @@ export const COMPRESSION_LEVELS: Record<ArchiveFormat, { min: number; max: numbe
 const compressionLevel = () => int(0);
 const archiveFormat = () => oneOf(ARCHIVE_FORMATS);
 
+
+/** Sources of one entry that are the same folder or nested (paths as written; the backup checks real paths too). */
+function sourceOverlaps(sources: readonly { path: string }[], entry: number, ctx: z.RefinementCtx): void {
+  for (let j = 1; j < sources.length; j++) {
+    for (let i = 0; i < j; i++) {
+      const how = overlap(sources[j].path, sources[i].path);
+      if (how === null) continue;
+      const word = how === 'same' ? 'is the same path as' : how === 'inside' ? 'is inside' : 'holds';
+      ctx.addIssue({
+        code: 'custom',
+        path: [entry, 'sources', j],
+        message: `${JSON.stringify(sources[j].path)} ${word} backups[${entry}].sources[${i}] (${JSON.stringify(sources[i].path)}): the files they share would be stored twice; keep one of them`,
+        input: sources[j].path,
+      });
+      break;
+    }
+  }
+}
 
 /**
  * The agent.yaml schema. Relative paths resolve against `baseDir` (the config file's folder), or
@@ -68,6 +87,7 @@ export function agentConfigSchema(baseDir?: string) {
       } else {
         seen.set(b.name, i);
       }
+      sourceOverlaps(b.sources, i, ctx);
     });
     return entries;
   });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { CronExpressionParser } from 'cron-parser';
 import { nameProblem } from '../../protocol/names.js';
-import { formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
+import { MAX_DURATION_MS, formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
 
 // A config is parsed once or twice per process: zod's generated (eval'd) fast path costs more to
 // build than it saves here (first parse of agent.yaml 46-60 ms with it, 28-46 ms without).
@@ -129,10 +129,10 @@ export function size(min: number, max?: number) {
   });
 }
 
-/** A duration: a string like 30s, 5m, 1h30m. Output: milliseconds. */
+/** A duration: a string like 30s, 5m, 1h30m, at most MAX_DURATION_MS (a timer holds no more). Output: milliseconds. */
 export function duration(min: number) {
-  const expected =
-    min > 0 ? `a duration of at least ${formatDuration(min)} (like 500ms, 30s, 5m, 1h30m)` : 'a duration (like 500ms, 30s, 5m, 1h30m)';
+  const range = min > 0 ? `between ${formatDuration(min)} and ${formatDuration(MAX_DURATION_MS)}` : `of at most ${formatDuration(MAX_DURATION_MS)}`;
+  const expected = `a duration ${range} (like 500ms, 30s, 5m, 1h30m)`;
   return leaf(expected, (v) => {
     if (typeof v === 'number') return new Invalid(wrong(expected, v, ' (a bare number is ambiguous: add a unit)'));
     if (typeof v !== 'string') return new Invalid(wrong(expected, v));
@@ -143,6 +143,7 @@ export function duration(min: number) {
       const bare = /^\s*\d+(\.\d+)?\s*$/.test(v) ? ' (a bare number is ambiguous: add a unit)' : '';
       return new Invalid(wrong(expected, v, bare));
     }
+    if (ms > MAX_DURATION_MS) return new Invalid(wrong(expected, v, ' (about 24.8 days is the longest a timer can wait)'));
     if (ms < min) return new Invalid(wrong(expected, v));
     return ms;
   });

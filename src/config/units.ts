@@ -52,6 +52,12 @@ export function parseSize(input: string | number): number {
 }
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Longest duration a config may set. Every duration ends up in a setTimeout or setInterval, which
+ * fires after ~1 ms when given more than 2^31-1 ms (24.8 days); 596h is the last whole hour below.
+ */
+export const MAX_DURATION_MS = 596 * 3_600_000;
 const DURATION_EXPECTED = 'a duration with a unit such as 500ms, 30s, 5m, 1h or 1h30m';
 
 /** Milliseconds from a string like `500ms`, `30s`, `5m`, `1h30m`, `1.5s`. A bare number is refused. */

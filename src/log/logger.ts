@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import type { LoggingConfig } from '../config/index.js';
 import { NbackupError, errorMessage } from '../errors.js';
+import { printableText } from '../printable.js';
 
 export type { Logger };
 
@@ -18,7 +19,8 @@ function textStream(out: NodeJS.WritableStream): Writable {
           const kv = Object.entries(rest)
             .map(([k, v]) => `${k}=${typeof v === 'string' && !/\s/.test(v) ? v : JSON.stringify(v)}`)
             .join(' ');
-          out.write(`${new Date(Number(time)).toISOString()} ${names[Number(level)] ?? level} ${String(msg ?? '')}${kv ? ' ' + kv : ''}\n`);
+          // A value without spaces is printed unquoted: a name in it must not act on the terminal.
+          out.write(`${printableText(`${new Date(Number(time)).toISOString()} ${names[Number(level)] ?? level} ${String(msg ?? '')}${kv ? ' ' + kv : ''}`)}\n`);
         } catch {
           out.write(line + '\n');
         }

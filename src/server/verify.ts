@@ -31,7 +31,7 @@ export async function verifyArchive(file: string): Promise<VerifyResult> {
   const hash = crypto.createHash('sha256');
   const input = fs.createReadStream(file, { highWaterMark: 1 << 20 });
   input.on('data', (chunk) => hash.update(chunk as Buffer));
-  const tar = input.pipe(decompressor(file.endsWith('.tar.zst') ? 'zstd' : 'gzip'));
+  const tar = input.pipe(decompressor(file.endsWith('.tar.zst') ? 'zstd' : 'gzip', path.basename(file)));
   input.on('error', (err) => tar.destroy(err));
   const reader = new TarReader(tar);
   const index = fs.existsSync(file + INDEX_SUFFIX) ? new IndexCheck(file + INDEX_SUFFIX) : null;

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { statfsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Pki } from '../helpers/pki.js';
@@ -158,6 +158,25 @@ describe('backup → restore with the real CLIs', { timeout: 110_000 }, () => {
     const members = await gnuTarList(join(otherDir, 'agent-a', 'good', good[0]));
     assert.ok(members.includes(`${small.replace(/^\/+/, '')}/d/f.txt`), `archive members: ${JSON.stringify(members)}`);
     assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'broken')), [], 'nothing stored for the failed entry');
+  });
+
+  it('sources that overlap through a symlink fail the entry before anything is sent, both named', async () => {
+    const data = join(work, 'overlap', 'data');
+    await mkdir(join(data, 'sub'), { recursive: true });
+    await writeFile(join(data, 'sub', 'f.txt'), 'twice?\n');
+    const link = join(work, 'overlap', 'link-to-sub');
+    await symlink(join(data, 'sub'), link);
+    const cfg = join(work, 'agent-overlap.yaml');
+    await writeAgentConfig(cfg, pki, 'agent-a', server!.port, [{ name: 'overlap', storage: 'other', sources: [data, link] }]);
+    const r = await runAgent(['--config', cfg, '--once'], { timeoutMs: AGENT_TIMEOUT_MS });
+    assert.equal(r.timedOut, false, showRun(r));
+    assert.equal(r.code, 1, showRun(r));
+    const about = stderrLines(r).filter((l) => l.includes('overlap'));
+    assert.equal(about.length, 1, showRun(r));
+    assert.ok(about[0].includes(`source ${link} (a symlink to ${join(data, 'sub')}) is inside source ${data}`), showRun(r));
+    assert.deepEqual(await committedBackups(join(otherDir, 'agent-a', 'overlap')), [], 'nothing committed');
+    assert.ok(!(await listFilesRecursive(otherDir)).some((f) => f.includes('overlap')), 'not even a temporary file');
+    assert.ok(!server!.logs().some((l) => JSON.stringify(l).includes('"overlap"')), 'the server never heard of the entry');
   });
 
   it('--backup NAME runs only that entry; an unknown NAME fails', async () => {

@@ -140,7 +140,7 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     assert.equal(r.code, 0, showRun(r));
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines.length, 2, r.stdout);
-    for (const l of lines) assert.match(l, /^app {2}\S+ \S+ UTC {2}file {7} +13 {2}\S+Z {2}.*odd\/caf\\xe9\.txt$/);
+    for (const l of lines) assert.match(l, /^app {2}\S+ \S+ UTC {2}file {7} +13 {2}\S+Z {2}.*odd\/caf\\351\.txt$/);
     const none = await runAgent(['find', '--config', yamlA, 'no/such/thing'], T);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /nothing matches/);

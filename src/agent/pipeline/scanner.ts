@@ -3,6 +3,8 @@ import path from 'node:path';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { ExcludeMatcher } from './exclude.js';
 import { joinNames, type FileRun } from './file-run.js';
+import { checkSourceOverlap } from './source-overlap.js';
+import { printableName } from '../../printable.js';
 import type { TarEntryType } from './tar-header.js';
 
 /**
@@ -50,35 +52,9 @@ const ANCHOR_AT = 3000;
 const SLASH = Buffer.from('/');
 const O_DIRECTORY = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
 
-/** An entry's path for messages: `/` and its member name. */
+/** An entry's path for messages: `/` and its member name, escaped for a terminal. */
 export function describeEntry(e: { name: Buffer }): string {
-  return displayPath(Buffer.concat([SLASH, e.name]));
-}
-
-/** A path as text for people: valid UTF-8 as is, any other byte as \xNN. */
-function displayPath(bytes: Buffer): string {
-  const text = bytes.toString('utf8');
-  if (!text.includes('\uFFFD') || Buffer.from(text, 'utf8').equals(bytes)) return text;
-  let out = '';
-  for (let i = 0; i < bytes.length; ) {
-    const seq = utf8SequenceLength(bytes, i);
-    if (seq > 0) {
-      out += bytes.subarray(i, i + seq).toString('utf8');
-      i += seq;
-    } else {
-      out += `\\x${bytes[i].toString(16).padStart(2, '0')}`;
-      i++;
-    }
-  }
-  return out;
-}
-
-/** Length of the valid UTF-8 sequence starting at `i`, or 0 if there is none. */
-function utf8SequenceLength(b: Buffer, i: number): number {
-  const c = b[i];
-  const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-  if (n === 0 || i + n > b.length) return 0;
-  return Buffer.from(b.subarray(i, i + n).toString('utf8'), 'utf8').equals(b.subarray(i, i + n)) ? n : 0;
+  return printableName(Buffer.concat([SLASH, e.name]));
 }
 
 function entryType(st: fs.Stats): TarEntryType | 'socket' | null {
@@ -92,7 +68,7 @@ function entryType(st: fs.Stats): TarEntryType | 'socket' | null {
   return null;
 }
 
-/** Checks every source before anything is sent, so a typo fails the entry up front. */
+/** Checks every source before anything is sent, so a typo or an overlap fails the entry up front. */
 export function checkSources(sources: readonly string[]): void {
   for (const src of sources) {
     if (!path.isAbsolute(src)) throw new NbackupError('source', `source ${src} is not an absolute path`);
@@ -109,6 +85,7 @@ export function checkSources(sources: readonly string[]): void {
       throw new NbackupError('source', `source ${src} is a symlink to ${target}, which cannot be reached: ${errorMessage(err)}`);
     }
   }
+  checkSourceOverlap(sources);
 }
 
 interface Frame {

@@ -2,14 +2,15 @@ import { ReadTarget } from '../../../protocol/constants.js';
 import type { ArchiveInfo } from '../../../protocol/frames.js';
 import { loadAgentConfig } from '../../config/index.js';
 import { formatBytes } from '../../config/units.js';
-import { NbackupError, errorMessage } from '../../errors.js';
+import { NbackupError, errorMessage, type ErrorKind } from '../../errors.js';
 import { readIndex } from '../../archive/index-format.js';
 import { EXIT_BACKUP_FAILED } from '../../exit-codes.js';
 import { loadTlsMaterial } from '../../tls/material.js';
 import { decompressor } from '../../archive/decompress.js';
-import { displayName, realName } from './extract.js';
+import { realName } from './extract.js';
+import { printableName, printableText } from '../../printable.js';
 import { formatOf, listTable, memberMatcher, restore, shownTime } from './commands.js';
-import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
+import { archivePath, listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
 
 async function endpoint(configPath: string): Promise<{ ep: ReadEndpoint; config: Awaited<ReturnType<typeof loadAgentConfig>> }> {
@@ -39,9 +40,9 @@ export async function runRestore(
     ...o,
     onProblem: (p, message) => {
       problems++;
-      process.stderr.write(`nbackup-agent: ${p}: ${message}\n`);
+      process.stderr.write(`nbackup-agent: ${p}: ${printableText(message)}\n`);
     },
-    onNotice: (message) => process.stderr.write(`nbackup-agent: ${message}\n`),
+    onNotice: (message) => process.stderr.write(`nbackup-agent: ${printableText(message)}\n`),
   });
   const what = `${r.archive.backup} ${shownTime(r.archive.name)} (${r.archive.storage}/${r.archive.name})`;
   const x = r.indexed;
@@ -65,20 +66,38 @@ export async function runRestore(
   return problems > 0 ? EXIT_BACKUP_FAILED : 0;
 }
 
-/** `find PATTERN [--backup B]`: every archive holding a matching path, with its size and mtime there. */
+/** Errors that concern one archive (damaged, gone, refused); anything else (the network, a bug) ends `find`. */
+const ARCHIVE_PROBLEMS: readonly ErrorKind[] = ['checksum', 'source', 'rejected', 'protocol', 'server', 'storage'];
+
+/**
+ * `find PATTERN [--backup B]`: every archive holding a matching path, with its size and mtime
+ * there. An archive that cannot be read is named on stderr and the search goes on (so one damaged
+ * archive does not hide the hits of the others); the exit status then says something was missed.
+ */
 export async function runFind(configPath: string, pattern: string, backup: string | undefined): Promise<number> {
   const { ep } = await endpoint(configPath);
   const match = memberMatcher([pattern])!;
   const archives = await listRemote(ep, backup ?? '');
   let hits = 0;
+  let unreadable = 0;
   for (const a of archives) {
-    await eachMember(ep, a, match, (m) => {
-      hits++;
-      process.stdout.write(`${a.backup}  ${shownTime(a.name)}  ${m.type.padEnd(9)}  ${String(m.size).padStart(12)}  ${new Date(m.mtime * 1000).toISOString()}  ${m.name}\n`);
-    });
+    try {
+      await eachMember(ep, a, match, (m) => {
+        hits++;
+        process.stdout.write(`${a.backup}  ${shownTime(a.name)}  ${m.type.padEnd(9)}  ${String(m.size).padStart(12)}  ${new Date(m.mtime * 1000).toISOString()}  ${m.name}\n`);
+      });
+    } catch (err) {
+      if (!(err instanceof NbackupError) || !ARCHIVE_PROBLEMS.includes(err.kind)) throw err;
+      unreadable++;
+      const where = archivePath(a);
+      const why = err.message.includes(where) ? err.message : `${where}: ${err.message}`;
+      process.stderr.write(`nbackup-agent: ${printableText(why)}; archive skipped\n`);
+    }
   }
-  if (hits === 0) process.stderr.write(`nbackup-agent: nothing matches ${JSON.stringify(pattern)} in ${archives.length} archives\n`);
-  return hits > 0 ? 0 : EXIT_BACKUP_FAILED;
+  const searched = archives.length - unreadable;
+  if (unreadable > 0) process.stderr.write(`nbackup-agent: ${unreadable} of ${archives.length} archives could not be searched (above)\n`);
+  if (hits === 0) process.stderr.write(`nbackup-agent: nothing matches ${JSON.stringify(pattern)} in ${searched} archive${searched === 1 ? '' : 's'}\n`);
+  return hits > 0 && unreadable === 0 ? 0 : EXIT_BACKUP_FAILED;
 }
 
 interface MemberRow {
@@ -96,13 +115,13 @@ async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, match: (name: string
     try {
       const idx = await readIndex(stream);
       for await (const m of idx.members) {
-        if (match(m.name.toString('utf8'))) rows.push({ name: displayName(m.name), type: m.type, size: m.size, mtime: m.mtime });
+        if (match(m.name.toString('utf8'))) rows.push({ name: printableName(m.name), type: m.type, size: m.size, mtime: m.mtime });
       }
       // Only a whole index is believed: a damaged one is read past, to the archive itself.
       for (const r of rows) onMember(r);
       return;
     } catch (err) {
-      process.stderr.write(`nbackup-agent: the index of ${a.name} cannot be used (${errorMessage(err)}); reading the archive\n`);
+      process.stderr.write(`nbackup-agent: the index of ${a.name} cannot be used (${printableText(errorMessage(err))}); reading the archive\n`);
     } finally {
       stream.destroy();
     }
@@ -113,14 +132,14 @@ async function eachMember(ep: ReadEndpoint, a: ArchiveInfo, match: (name: string
 /** Each member of one archive, from its tar headers (the data is decompressed and skipped). */
 async function eachTarMember(ep: ReadEndpoint, a: ArchiveInfo, match: (name: string) => boolean, onMember: (m: MemberRow) => void): Promise<void> {
   const { stream } = await readRemote(ep, a, ReadTarget.ARCHIVE);
-  const tar = stream.pipe(decompressor(formatOf(a.name)));
+  const tar = stream.pipe(decompressor(formatOf(a.name), archivePath(a)));
   stream.on('error', (err) => tar.destroy(err));
   const reader = new TarReader(tar);
   try {
     for (let m = await reader.next(); m !== null; m = await reader.next()) {
       const real = realName(m);
       if (!match(real.name.toString('utf8'))) continue;
-      onMember({ name: displayName(real.name), type: m.type, size: real.sparse ? real.sparse.realSize : m.size, mtime: m.mtime });
+      onMember({ name: printableName(real.name), type: m.type, size: real.sparse ? real.sparse.realSize : m.size, mtime: m.mtime });
     }
   } finally {
     await reader.close();

@@ -11,7 +11,7 @@ import { formatBytes, formatDuration } from '../../config/units.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import { decompressor } from '../../archive/decompress.js';
 import { Extractor, type ExtractStats } from './extract.js';
-import { listRemote, readRemote, type ReadEndpoint } from './read-client.js';
+import { archivePath, listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
 import { planIndexed, plannedTar, wholeLayout, type IndexedPlan } from './indexed.js';
 import { BlockDecoder, type BlockLayout } from '../../archive/block-decoder.js';
@@ -192,7 +192,7 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
   }
   const layout = await blockLayout(ep, archive, o);
   const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
-  const tarStream = stream.pipe(tap).pipe(layout ? new BlockDecoder(layout) : decompressor(formatOf(archive.name)));
+  const tarStream = stream.pipe(tap).pipe(layout ? new BlockDecoder(layout) : decompressor(formatOf(archive.name), archivePath(archive)));
   stream.on('error', (err) => tarStream.destroy(err));
   tap.on('error', (err) => tarStream.destroy(err));
   const reader = new TarReader(tarStream);

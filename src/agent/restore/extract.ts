@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { errnoCode, errorMessage } from '../../errors.js';
+import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
+import { printableName } from '../../printable.js';
 import { writeSparse } from './sparse-write.js';
 import type { TarMember, TarReader } from '../../archive/tar-reader.js';
 
@@ -68,11 +69,6 @@ function splitName(name: Buffer): Buffer[] {
   return out;
 }
 
-export function displayName(name: Buffer): string {
-  const s = name.toString('utf8');
-  return Buffer.from(s, 'utf8').equals(name) ? s : name.toString('latin1').replace(/[\x80-\xff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
-}
-
 class Refused extends Error {}
 
 export class Extractor {
@@ -97,7 +93,7 @@ export class Extractor {
 
   async member(m: TarMember, reader: TarReader): Promise<void> {
     const real = realName(m);
-    const shown = displayName(real.name);
+    const shown = printableName(real.name);
     if (this.opts.select && !this.opts.select(real.name.toString('utf8'))) return;
     try {
       const unsafe = unsafeName(real.name);
@@ -118,6 +114,8 @@ export class Extractor {
           return this.special(target, m);
       }
     } catch (err) {
+      // The archive itself failed (damaged data, a lost connection): no later member can be trusted.
+      if (err instanceof NbackupError) throw err;
       this.stats.problems++;
       this.opts.onProblem(shown, err instanceof Refused ? err.message : `not restored: ${errorMessage(err)}`);
     }
@@ -132,7 +130,7 @@ export class Extractor {
         fs.utimesSync(path, m.mtime, m.mtime);
       } catch (err) {
         this.stats.problems++;
-        this.opts.onProblem(displayName(path), `folder attributes not set: ${errorMessage(err)}`);
+        this.opts.onProblem(printableName(path), `folder attributes not set: ${errorMessage(err)}`);
       }
     }
     this.dirTimes.length = 0;
@@ -152,7 +150,7 @@ export class Extractor {
       if (this.verified.has(key)) continue;
       const st = fs.lstatSync(path, { throwIfNoEntry: false });
       if (!st) fs.mkdirSync(path, { mode: 0o700 });
-      else if (!st.isDirectory()) throw new Refused(`refused: ${displayName(path.subarray(this.root.length + 1))} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}; nothing is written through it`);
+      else if (!st.isDirectory()) throw new Refused(`refused: ${printableName(path.subarray(this.root.length + 1))} is ${st.isSymbolicLink() ? 'a symlink' : 'not a directory'}; nothing is written through it`);
       this.verified.add(key);
     }
     // An existing entry is dealt with when making the new one fails with EEXIST (existing()).
@@ -224,7 +222,7 @@ export class Extractor {
 
   private hardlink(target: Buffer, m: TarMember): void {
     const unsafe = unsafeName(m.linkname);
-    if (unsafe) throw new Refused(`refused: its link target ${displayName(m.linkname)} ${unsafe}`);
+    if (unsafe) throw new Refused(`refused: its link target ${printableName(m.linkname)} ${unsafe}`);
     const parts = splitName(m.linkname);
     if (parts.length === 0) throw new Refused('refused: it links to the target folder itself');
     // The target's folders must be real directories too; the target itself must already be here.
@@ -232,7 +230,7 @@ export class Extractor {
     for (let i = 0; i < parts.length; i++) {
       path = Buffer.concat([path, Buffer.of(SLASH), parts[i]]);
       const st = fs.lstatSync(path, { throwIfNoEntry: false });
-      if (!st) throw new Refused(`not restored: its link target ${displayName(m.linkname)} was not restored`);
+      if (!st) throw new Refused(`not restored: its link target ${printableName(m.linkname)} was not restored`);
       if (i < parts.length - 1 && !st.isDirectory()) throw new Refused(`refused: the way to its link target goes through ${st.isSymbolicLink() ? 'a symlink' : 'a file'}`);
       if (i === parts.length - 1 && st.isDirectory()) throw new Refused('refused: a hard link to a folder');
     }

@@ -21,6 +21,11 @@ export interface ReadEndpoint {
   timeoutMs: number;
 }
 
+/** How an archive is named in messages: `storage/backup/name`, as the server keeps it. */
+export function archivePath(a: Pick<ArchiveInfo, 'storage' | 'backup' | 'name'>): string {
+  return `${a.storage}/${a.backup}/${a.name}`;
+}
+
 function refused(what: string, status: ReadStatus, message: string): NbackupError {
   return new NbackupError(status === ReadStatus.NOT_FOUND ? 'source' : 'rejected', `${what}: ${statusName(ReadStatus, status)}: ${message}`);
 }
@@ -57,7 +62,7 @@ export async function readRemote(
   length = 0,
 ): Promise<RemoteRange> {
   const socket = await connectServer(ep.server, ep.material, ep.timeoutMs);
-  const what = `${a.storage}/${a.backup}/${a.name}${target === ReadTarget.INDEX ? ' (index)' : ''}`;
+  const what = `${archivePath(a)}${target === ReadTarget.INDEX ? ' (index)' : ''}`;
   try {
     const frames = new FrameSocket(socket);
     socket.write(encodeReadRequest({ agent: ep.agent, storage: a.storage, backup: a.backup, name: a.name, target, offset, length }));
