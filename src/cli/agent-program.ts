@@ -62,7 +62,7 @@ export function agentProgram(): Command {
 
   program
     .command('find')
-    .description("in which of this agent's backups a path matching PATTERN exists, with its size and mtime in each; an archive that cannot be read is named on stderr and skipped, and the exit status is then 1")
+    .description("in which of this agent's backups a path matching PATTERN exists, with its size and mtime in each; an unreadable archive is named on stderr and skipped (exit 1)")
     .argument('<pattern>', 'glob on member paths, like etc/hosts or **/nginx.conf')
     .requiredOption('-c, --config <file>', 'agent.yaml')
     .option('--backup <name>', 'only this backup entry')
