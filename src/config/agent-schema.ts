@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from '../../protocol/constants.js';
 import { bool, cron, duration, hostPort, int, list, loggingSection, nameLeaf, nonEmptyStr, obj, oneOf, pathLeaf, section, size, type HostPort } from './leaves.js';
 import { formatBytes, formatDuration, GB, MB } from './units.js';
-import { overlap } from '../agent/pipeline/source-overlap.js';
+import { overlap } from './path-overlap.js';
 
 export const RESUME_BUFFER_MIN = MB;
 const RESUME_BUFFER_MAX = GB;

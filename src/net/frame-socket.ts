@@ -102,19 +102,25 @@ export interface Leftover {
 export function writeWithBackpressure(socket: Socket, data: Buffer): Promise<void> | undefined {
   if (socket.destroyed) return Promise.reject(new NbackupError('network', 'connection is closed'));
   if (socket.write(data)) return undefined;
+  return whenDrained(socket);
+}
+
+/**
+ * Resolves once the socket's queued writes have drained; rejects when it closes first or, with
+ * `timeout`, when the peer has not taken them within `timeout.ms` (`what` names them).
+ */
+export function whenDrained(socket: Socket, timeout?: { ms: number; what: string }): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const cleanup = (): void => {
+    const done = (err?: Error): void => {
+      clearTimeout(timer);
       socket.off('drain', onDrain);
       socket.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
     };
-    const onDrain = (): void => {
-      cleanup();
-      resolve();
-    };
-    const onClose = (): void => {
-      cleanup();
-      reject(new NbackupError('network', 'connection closed while sending'));
-    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(new NbackupError('network', 'connection closed while sending'));
+    const timer = timeout ? setTimeout(() => done(new NbackupError('network', `${timeout.what} not taken within ${timeout.ms / 1000}s`)), timeout.ms) : undefined;
     socket.on('drain', onDrain);
     socket.on('close', onClose);
   });

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { overlap, type Overlap } from '../../config/path-overlap.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 
 /**
@@ -7,16 +8,6 @@ import { NbackupError, errorMessage } from '../../errors.js';
  * second copy. The config compares the paths as written (agent-schema.ts); the backup compares
  * real paths, because a source that is a symlink may lead into another source.
  */
-export type Overlap = 'same' | 'inside' | 'holds';
-
-/** How absolute, normalised path `a` stands to `b`: the same, inside it, holding it, or null. */
-export function overlap(a: string, b: string): Overlap | null {
-  if (a === b) return 'same';
-  if (a.startsWith(b === '/' ? b : `${b}/`)) return 'inside';
-  if (b.startsWith(a === '/' ? a : `${a}/`)) return 'holds';
-  return null;
-}
-
 const WORDS: Record<Overlap, string> = { same: 'is the same folder as', inside: 'is inside', holds: 'holds' };
 
 /** Fails (kind 'source') when the sources' real paths overlap, naming both; checked before anything is sent. */

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { encodeControlFromServer, decodeControlFromAgent, type ControlOpen } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
+import { whenDrained } from '../../net/frame-socket.js';
 import { peerName, type Connection, type ServerContext } from '../context.js';
 import type { ControlLink } from '../control/control-hub.js';
 
@@ -43,7 +44,7 @@ export async function serveControl(ctx: ServerContext, conn: Connection, open: C
         if (Date.now() - free.at >= FREE_SPACE_FRESH_MS) free = { at: Date.now(), mib: await leastFreeMiB(ctx) };
         link.send(encodeControlFromServer({ type: 'pong', timestampNs: msg.timestampNs, load: serverLoad(), freeMiB: free.mib }));
         // An agent that pings without reading its pongs is held back (the FrameSocket pauses).
-        if (socket.writableLength > MAX_UNSENT) await drained(socket, deadMs);
+        if (socket.writableLength > MAX_UNSENT) await whenDrained(socket, { ms: deadMs, what: 'pongs' });
       } else {
         log.info({ stream: msg.streamIndex }, 'rotation acknowledged');
         ctx.control.rotateAcked(agent, msg.streamIndex);
@@ -73,22 +74,4 @@ async function leastFreeMiB(ctx: ServerContext): Promise<number> {
     least = Math.min(least, Math.floor(free / (1024 * 1024)));
   }
   return least;
-}
-
-/** Resolves when the socket's queued writes drained; rejects as a dead channel after `ms`, or when it closes. */
-function drained(socket: Connection['socket'], ms: number): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const done = (err?: Error): void => {
-      clearTimeout(timer);
-      socket.off('drain', onDrain);
-      socket.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = (): void => done();
-    const onClose = (): void => done(new NbackupError('network', 'connection closed with pongs unsent'));
-    const timer = setTimeout(() => done(new NbackupError('network', `pongs not taken within ${ms / 1000}s`)), ms);
-    socket.on('drain', onDrain);
-    socket.on('close', onClose);
-  });
 }
