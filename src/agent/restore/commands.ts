@@ -8,9 +8,10 @@ import type { ArchiveInfo } from '../../../protocol/frames.js';
 import { archiveTime } from '../../archive/names.js';
 import type { AgentConfig } from '../../config/index.js';
 import { formatBytes, formatDuration } from '../../config/units.js';
-import { NbackupError, errorMessage } from '../../errors.js';
+import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { decompressor } from '../../archive/decompress.js';
 import { Extractor, type ExtractStats } from './extract.js';
+import { diskFault } from './target.js';
 import { archivePath, listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
 import { planIndexed, plannedTar, wholeLayout, type IndexedPlan } from './indexed.js';
@@ -160,6 +161,14 @@ async function blockLayout(ep: ReadEndpoint, archive: ArchiveInfo, o: RestoreOpt
   }
 }
 
+/** A failed write to stdout as one line: its reader gone (EPIPE), or the file it goes to full. */
+function stdoutError(archive: ArchiveInfo, err: unknown): unknown {
+  // The read side fails with errors of its own; an error with an errno came from stdout.
+  if (err instanceof NbackupError || errnoCode(err) === undefined) return err;
+  if (errnoCode(err) === 'EPIPE') return new NbackupError('aborted', `stdout was closed by its reader before the end of ${archivePath(archive)}: the archive was not written whole`, { cause: err });
+  return new NbackupError('storage', `cannot write ${archivePath(archive)} to stdout: ${diskFault(err) ?? errorMessage(err)}; the archive was not written whole`, { cause: err });
+}
+
 /** Streams one archive from the server and extracts it (or writes it to stdout). */
 export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreOptions): Promise<RestoreResult> {
   if (!config.backups.some((b) => b.name === o.backup)) {
@@ -169,7 +178,9 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
   const tap = new Tap();
   if (o.stdout) {
     const { stream } = await readRemote(ep, archive, ReadTarget.ARCHIVE);
-    await pipeline(stream, tap, process.stdout, { end: false });
+    await pipeline(stream, tap, process.stdout, { end: false }).catch((err: unknown) => {
+      throw stdoutError(archive, err);
+    });
     checkSha(archive, tap);
     return { archive, stats: null, verified: archive.sha256 !== null, indexed: null, parallelBlocks: null };
   }

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { printableName } from '../../printable.js';
 import { writeSparse } from './sparse-write.js';
+import { diskFault, openTarget } from './target.js';
 import type { TarMember, TarReader } from '../../archive/tar-reader.js';
 
 /**
@@ -10,11 +11,13 @@ import type { TarMember, TarReader } from '../../archive/tar-reader.js';
  * its name is absolute or has a `..` component, or when any folder on its way (or a hard link's
  * target's way) is not a real directory — a symlink made by an earlier member or found in the
  * folder is never followed. Files are created O_EXCL|O_NOFOLLOW; an existing entry is replaced
- * only with `force`. Folder modes and times are set last, deepest first, so that a read-only
- * folder does not stop its own contents.
+ * only with `force` (never a folder). A file whose writing fails is removed, so that a file is
+ * there only whole, with its own mtime. A full or read-only disk stops the restore (one error);
+ * other failures concern their member alone. Folder modes and times are set last, deepest first,
+ * so that a read-only folder does not stop its own contents.
  */
 export interface ExtractOptions {
-  /** The target folder (absolute); created if missing. */
+  /** The target folder (absolute); created if missing (see openTarget). */
   dir: string;
   /** Which members to restore; all when absent. */
   select?: (name: string) => boolean;
@@ -77,10 +80,11 @@ export class Extractor {
   /** Relative folders (latin1 keys) known to be real directories, made or checked by this run. */
   private readonly verified = new Set<string>();
   private readonly dirTimes: { path: Buffer; m: TarMember }[] = [];
+  /** A file that failed part-way and could not be removed. */
+  private leftIncomplete: string | null = null;
 
   constructor(private readonly opts: ExtractOptions) {
-    fs.mkdirSync(opts.dir, { recursive: true });
-    this.root = Buffer.from(fs.realpathSync(opts.dir));
+    this.root = Buffer.from(openTarget(opts.dir));
   }
 
   /** Restores every selected member the reader brings; `stop` ends early (after the member it approves). */
@@ -116,6 +120,11 @@ export class Extractor {
     } catch (err) {
       // The archive itself failed (damaged data, a lost connection): no later member can be trusted.
       if (err instanceof NbackupError) throw err;
+      const fault = diskFault(err);
+      if (fault) {
+        const left = this.leftIncomplete ? `; ${this.leftIncomplete} is left incomplete` : ' and none left incomplete';
+        throw new NbackupError('storage', `${this.opts.dir}: ${fault} (restoring ${shown}); the restore stopped there, with ${this.stats.files} files restored${left}`, { cause: err });
+      }
       this.stats.problems++;
       this.opts.onProblem(shown, err instanceof Refused ? err.message : `not restored: ${errorMessage(err)}`);
     }
@@ -184,8 +193,12 @@ export class Extractor {
 
   private directory(target: Buffer, m: TarMember): void {
     const st = fs.lstatSync(target, { throwIfNoEntry: false });
-    if (!st) fs.mkdirSync(target, { mode: 0o700 });
-    else if (!st.isDirectory()) throw new Refused(`not restored: ${st.isSymbolicLink() ? 'a symlink' : 'a file'} of that name exists`);
+    if (st && !st.isDirectory()) {
+      if (!this.opts.force) throw new Refused(`not restored: ${st.isSymbolicLink() ? 'a symlink' : 'a file'} of that name exists (--force replaces it)`);
+      // The link itself goes, never what it points to.
+      fs.unlinkSync(target);
+    }
+    if (!st?.isDirectory()) fs.mkdirSync(target, { mode: 0o700 });
     this.verified.add(target.subarray(this.root.length + 1).toString('latin1'));
     this.dirTimes.push({ path: target, m });
     this.stats.directories++;
@@ -193,23 +206,46 @@ export class Extractor {
 
   private async file(target: Buffer, m: TarMember, reader: TarReader, sparse: { realSize: number } | null): Promise<void> {
     const fd = this.replacing(target, () => fs.openSync(target, O_NEW, createMode(m.mode)));
+    let open = true;
+    let bytes = 0;
     try {
       if (sparse) {
-        this.stats.bytes += await writeSparse(fd, reader, sparse.realSize);
+        bytes = await writeSparse(fd, reader, sparse.realSize);
       } else {
         for (let b = await reader.data(); b !== null; b = await reader.data()) {
           for (let off = 0; off < b.length; ) off += fs.writeSync(fd, b, off);
-          this.stats.bytes += b.length;
+          bytes += b.length;
         }
       }
       const owner = this.ownerOf(m);
       if (owner) fs.fchownSync(fd, owner.uid, owner.gid);
       if (owner || createMode(m.mode) !== (m.mode & 0o7777)) fs.fchmodSync(fd, m.mode);
       fs.futimesSync(fd, m.mtime, m.mtime);
-    } finally {
+      // close() releases the descriptor even when it fails (a write that failed late).
+      open = false;
       fs.closeSync(fd);
+    } catch (err) {
+      if (open) {
+        try {
+          fs.closeSync(fd);
+        } catch {
+          /* the first error is the one to report */
+        }
+      }
+      this.discard(target);
+      throw err;
     }
+    this.stats.bytes += bytes;
     this.stats.files++;
+  }
+
+  /** Removes a file this run created and could not finish (made O_EXCL, it is ours). */
+  private discard(target: Buffer): void {
+    try {
+      fs.unlinkSync(target);
+    } catch {
+      this.leftIncomplete = printableName(target.subarray(this.root.length + 1));
+    }
   }
 
   private symlink(target: Buffer, m: TarMember): void {
