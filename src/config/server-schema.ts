@@ -74,6 +74,10 @@ export function serverConfigSchema(baseDir?: string) {
       session_ttl: duration(1).default(60 * 60_000),
       idle_timeout: duration(1).default(60_000),
       max_concurrent_sessions: int(0).default(0),
+      /** Connections held at once: all, TLS handshakes from one address, and one agent's. */
+      max_connections: int(1).default(4096),
+      max_handshakes_per_address: int(1).default(64),
+      max_connections_per_agent: int(1).default(512),
       flow_rotation: section({
         enabled: bool().default(false),
         /** A parallel stream slower than this (bytes/s) over a whole window is rotated. */
@@ -97,6 +101,9 @@ export function serverConfigSchema(baseDir?: string) {
       session_ttl: s.session_ttl,
       idle_timeout: s.idle_timeout,
       max_concurrent_sessions: s.max_concurrent_sessions,
+      max_connections: s.max_connections,
+      max_handshakes_per_address: s.max_handshakes_per_address,
+      max_connections_per_agent: s.max_connections_per_agent,
       flow_rotation: s.flow_rotation,
       metrics: s.metrics,
       verify: s.verify,

@@ -18,6 +18,7 @@ import { serveList } from './connections/list.js';
 import { serveRead } from './connections/read.js';
 import { serveResume } from './connections/resume.js';
 import type { Connection, ServerContext } from './context.js';
+import { ConnectionLimits } from './connection-limits.js';
 import { AdmissionGate } from './control/admission-gate.js';
 import { ControlHub } from './control/control-hub.js';
 import { FlowRotator } from './control/flow-rotator.js';
@@ -40,6 +41,7 @@ export class BackupServer {
   /** The handlers of open connections, so that stop() can let them finish. */
   private readonly serving = new Set<Promise<void>>();
   private readonly material: TlsMaterial;
+  private readonly limits: ConnectionLimits;
   private metricsHttp: { port: number; close: () => Promise<void> } | null = null;
   /** Flow rotation of parallel streams (server.flow_rotation; rotateNow by hand). */
   readonly rotator: FlowRotator;
@@ -70,10 +72,9 @@ export class BackupServer {
       noDelay: true,
       handshakeTimeout: config.server.handshake_timeout,
     });
+    this.limits = new ConnectionLimits(config.server, log, metrics);
+    this.limits.attach(this.server);
     this.server.on('secureConnection', (socket) => this.accept(socket));
-    this.server.on('tlsClientError', (err, socket) => {
-      log.warn({ remote: socket.remoteAddress, err: err.message }, 'TLS handshake refused');
-    });
   }
 
   /**
@@ -142,6 +143,7 @@ export class BackupServer {
   }
 
   private accept(socket: tls.TLSSocket): void {
+    if (!this.limits.admit(socket)) return;
     this.sockets.add(socket);
     this.ctx.metrics.track(socket);
     socket.on('close', () => this.sockets.delete(socket));

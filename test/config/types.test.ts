@@ -50,7 +50,7 @@ interface ExpectedAgent {
 }
 
 interface ExpectedServer {
-  server: { listen: string; host: string; port: number; handshake_timeout: number; session_ttl: number; idle_timeout: number; max_concurrent_sessions: number; flow_rotation: { enabled: boolean; min_throughput: number; window: number }; metrics: { enabled: boolean; listen: { address: string; host: string; port: number } }; verify: { schedule?: string | undefined } };
+  server: { listen: string; host: string; port: number; handshake_timeout: number; session_ttl: number; idle_timeout: number; max_concurrent_sessions: number; max_connections: number; max_handshakes_per_address: number; max_connections_per_agent: number; flow_rotation: { enabled: boolean; min_throughput: number; window: number }; metrics: { enabled: boolean; listen: { address: string; host: string; port: number } }; verify: { schedule?: string | undefined } };
   tls: { ca_cert: string; server_cert: string; server_key: string };
   storages: Record<string, { base_dir: string; keep: { last: number; hourly: number; daily: number; weekly: number; monthly: number; yearly: number }; min_free: number; assembler_pending_mem_limit: number }>;
   logging: ExpectedLogging;
@@ -107,7 +107,7 @@ test('at run time the parsed example configs carry exactly the keys and value ty
     daemon: { shutdown_grace: 1, control_channel: { enabled: true, keepalive_interval: 1, reconnect_delay: 1, max_reconnect_delay: 1 } },
   };
   const serverShape: ExpectedServer = {
-    server: { listen: '', host: '', port: 1, handshake_timeout: 1, session_ttl: 1, idle_timeout: 1, max_concurrent_sessions: 0, flow_rotation: { enabled: false, min_throughput: 1, window: 1 }, metrics: { enabled: false, listen: { address: '', host: '', port: 1 } }, verify: { schedule: '' } },
+    server: { listen: '', host: '', port: 1, handshake_timeout: 1, session_ttl: 1, idle_timeout: 1, max_concurrent_sessions: 0, max_connections: 1, max_handshakes_per_address: 1, max_connections_per_agent: 1, flow_rotation: { enabled: false, min_throughput: 1, window: 1 }, metrics: { enabled: false, listen: { address: '', host: '', port: 1 } }, verify: { schedule: '' } },
     tls: { ca_cert: '', server_cert: '', server_key: '' },
     storages: { scripts: { base_dir: '', keep: { last: 1, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0 }, min_free: 1, assembler_pending_mem_limit: 1 } },
     logging,

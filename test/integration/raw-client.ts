@@ -36,6 +36,8 @@ export interface RawOptions {
   maxVersion?: tls.SecureVersion;
   /** Keep our side open after the server's end (a peer that goes on sending); the TLS socket takes it from the TCP one. */
   allowHalfOpen?: boolean;
+  /** The loopback address to connect from (127.0.0.2 …: another peer as far as the server can tell). */
+  localAddress?: string;
 }
 
 /**
@@ -58,7 +60,7 @@ export class RawClient {
   private readonly waiters = new Waiters();
 
   constructor(o: RawOptions) {
-    this.tcp = net.connect({ host: HOST, port: o.port, allowHalfOpen: o.allowHalfOpen });
+    this.tcp = net.connect({ host: HOST, port: o.port, allowHalfOpen: o.allowHalfOpen, localAddress: o.localAddress });
     this.tcp.on('error', () => undefined); // reported through the TLS socket
     const opts: tls.ConnectionOptions = {
       socket: this.tcp,

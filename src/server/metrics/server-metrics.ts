@@ -13,6 +13,9 @@ import type { Storage } from '../storage.js';
  */
 export type SessionResult = 'committed' | 'checksum_mismatch' | 'no_space' | 'write_error' | 'aborted' | 'expired' | 'superseded' | 'failed';
 
+/** Why a connection was closed unserved (connection-limits.ts). */
+export type RefusalReason = 'max_connections' | 'max_handshakes_per_address' | 'max_connections_per_agent' | 'tls_handshake';
+
 /** What identifies a backup in the per-backup series. */
 export interface BackupLabels {
   agent: string;
@@ -37,6 +40,7 @@ export class ServerMetrics {
   private readonly lastTime: client.Gauge<keyof BackupLabels>;
   private readonly lastSize: client.Gauge<keyof BackupLabels>;
   private readonly lastDuration: client.Gauge<keyof BackupLabels>;
+  private readonly refusals: client.Counter<'reason'>;
   private readonly verifyRuns: client.Counter;
   private readonly verifyLast: client.Gauge;
   private readonly verifyDuration: client.Gauge;
@@ -65,6 +69,7 @@ export class ServerMetrics {
       },
     });
     this.sessions = new client.Counter({ name: 'nbackup_sessions_total', help: 'Backup sessions ended, by result', labelNames: ['result'], registers });
+    this.refusals = new client.Counter({ name: 'nbackup_connections_refused_total', help: 'Connections closed unserved: over a connection limit, or a failed TLS handshake', labelNames: ['reason'], registers });
     this.resumes = new client.Counter({ name: 'nbackup_resumes_total', help: 'Single-stream sessions resumed after a broken connection', registers });
     this.rejoins = new client.Counter({ name: 'nbackup_stream_rejoins_total', help: 'Parallel streams that joined their session again', registers });
     this.duration = new client.Histogram({
@@ -141,6 +146,10 @@ export class ServerMetrics {
       this.live.delete(socket);
       this.closedBytes += socket.bytesRead;
     });
+  }
+
+  refused(reason: RefusalReason): void {
+    this.refusals.inc({ reason });
   }
 
   ended(result: SessionResult): void {
