@@ -192,8 +192,8 @@ export async function runDaemon(configPath: string): Promise<number> {
   );
   // Signals are handled before the daemon says it has started: a SIGTERM right after that line
   // must stop it cleanly, not kill it.
+  let stopping = false;
   const stopped = new Promise<number>((resolve) => {
-    let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) {
         log.warn({ signal, running: scheduler.busy }, 'second signal: aborting the running backup and exiting');
@@ -201,7 +201,7 @@ export async function runDaemon(configPath: string): Promise<number> {
         return;
       }
       stopping = true;
-      stopSignal.abort(new NbackupError('aborted', `the daemon is stopping (${signal}): a backup waiting to retry is not retried`));
+      stopSignal.abort(new NbackupError('aborted', `the daemon is stopping (${signal}): a backup still connecting or waiting to retry is given up`));
       const grace = state.config.daemon.shutdown_grace;
       log.info({ signal, waiting: scheduler.busy, graceS: grace / 1000 }, 'shutting down');
       const timer = setTimeout(() => {
@@ -216,9 +216,21 @@ export async function runDaemon(configPath: string): Promise<number> {
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
+    // Reloads read the file asynchronously: only the latest SIGHUP's is applied, and none once
+    // the daemon is stopping (a control channel started then would keep the process alive).
+    let reloads = 0;
     process.on('SIGHUP', () => {
+      if (stopping) {
+        log.info('SIGHUP ignored: the daemon is stopping');
+        return;
+      }
+      const reload = ++reloads;
       validated(configPath)
         .then((next) => {
+          if (stopping || reload !== reloads) {
+            log.info({ reason: stopping ? 'the daemon is stopping' : 'a later SIGHUP reloads again' }, 'reload not applied');
+            return;
+          }
           reconfigureLogger(log, next.config.logging, configPath);
           const old = state.control;
           state.config = next.config;

@@ -56,21 +56,25 @@ export class Scheduler {
 
   private arm(entry: BackupConfig, from = new Date()): void {
     if (this.stopped) return;
-    const when = nextRun(entry.schedule, from);
+    let when = nextRun(entry.schedule, from);
     this.log.info({ backup: entry.name, next: when.toISOString() }, 'backup scheduled');
     const wait = (): void => {
-      const left = when.getTime() - Date.now();
-      if (left > MAX_TIMER) {
-        this.timers.set(entry.name, setTimeout(wait, MAX_TIMER));
+      const now = Date.now();
+      if (now < when.getTime()) {
+        // Timers count real time, the schedule the wall clock. A clock set back since (NTP after a
+        // wrong RTC) would otherwise hold every entry for as long as the step: the time comes
+        // from the clock as it is now. (A timer a little early finds the same time again.)
+        const again = nextRun(entry.schedule, new Date(now));
+        if (again < when) {
+          this.log.warn({ backup: entry.name, next: again.toISOString(), was: when.toISOString() }, 'the clock was set back; backup rescheduled');
+          when = again;
+        }
+        this.timers.set(entry.name, setTimeout(wait, Math.min(MAX_TIMER, when.getTime() - now)));
         return;
       }
-      this.timers.set(
-        entry.name,
-        setTimeout(() => {
-          this.enqueue(entry);
-          this.arm(entry, new Date(Math.max(Date.now(), when.getTime() + 1)));
-        }, Math.max(0, left)),
-      );
+      this.enqueue(entry);
+      // The next time after now: a clock set forward over several times runs the entry once.
+      this.arm(entry, new Date(Math.max(now, when.getTime() + 1)));
     };
     wait();
   }

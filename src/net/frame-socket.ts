@@ -54,7 +54,7 @@ export class FrameSocket {
 
   /** Resolves with the next frame; rejects on a malformed frame, EOF, socket error or timeout. */
   async read<T>(decode: (b: Buffer) => Decoded<T> | null, timeoutMs: number, what: string): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     for (;;) {
       const frame = this.reader.read(decode);
       if (frame !== null) {
@@ -66,7 +66,7 @@ export class FrameSocket {
       }
       if (this.error) throw new NbackupError('network', `connection failed while waiting for ${what}: ${this.error.message}`, { cause: this.error });
       if (this.ended) throw new NbackupError('network', `connection closed while waiting for ${what}`);
-      const left = deadline - Date.now();
+      const left = deadline - performance.now();
       if (left <= 0) throw new NbackupError('timeout', `no ${what} within ${Math.round(timeoutMs / 1000)}s`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);

@@ -154,3 +154,18 @@ test('stop waits for the backup in progress and nothing runs after it', async (t
   await h.advance(60_000);
   assert.deepEqual(h.started, ['app']);
 });
+
+test('a clock set forward over many times runs the entry once, then on its schedule', async (t) => {
+  // (A clock set back cannot be shown here: the mocked timers follow the mocked Date; see
+  // test/integration/daemon-faults.test.ts, which moves a real daemon's clock with faketime.)
+  const h = harness(t, [entry('app', '*/10 * * * * *')], '2026-01-01T00:00:05.000Z');
+  t.mock.timers.setTime(Date.parse('2026-01-01T05:00:00.000Z'));
+  await h.advance(5000);
+  assert.deepEqual(h.started, ['app'], 'one run for all the times skipped over');
+  await h.finish();
+  await h.advance(4999);
+  assert.deepEqual(h.started, ['app']);
+  await h.advance(1);
+  assert.deepEqual(h.started, ['app', 'app']);
+  await h.finish();
+});

@@ -17,3 +17,12 @@ export function faketimeEnv(offset: string): Record<string, string> {
   if (!lib) throw new Error(`libfaketime is not installed (looked for ${CANDIDATES.join(', ')}); apt-get install faketime`);
   return { LD_PRELOAD: lib, FAKETIME: offset, FAKETIME_DONT_FAKE_MONOTONIC: '1', FAKETIME_NO_CACHE: '1' };
 }
+
+/**
+ * Environment for a child whose clock the test moves while it runs: the offset is read from
+ * `file` at every call (write "+0", then "-1h", …); timers keep real time.
+ */
+export function faketimeFileEnv(file: string): Record<string, string> {
+  const { LD_PRELOAD, FAKETIME_DONT_FAKE_MONOTONIC, FAKETIME_NO_CACHE } = faketimeEnv('+0');
+  return { LD_PRELOAD, FAKETIME_TIMESTAMP_FILE: file, FAKETIME_DONT_FAKE_MONOTONIC, FAKETIME_NO_CACHE };
+}

@@ -113,7 +113,7 @@ export class ControlClient {
     while (!this.stopper.signal.aborted) {
       let reached = false;
       try {
-        const socket = await connectServer(this.config.server, this.material, this.config.retry.connect_timeout);
+        const socket = await connectServer(this.config.server, this.material, this.config.retry.connect_timeout, this.stopper.signal);
         this.socket = socket;
         reached = true;
         await this.converse(socket);

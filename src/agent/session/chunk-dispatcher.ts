@@ -31,8 +31,8 @@ export class ChunkDispatcher {
   private waiters: (() => void)[] = [];
   private failure: Error | null = null;
   ackedBytes = 0;
-  /** When a chunk was last acknowledged on any stream. */
-  lastProgress = Date.now();
+  /** When a chunk was last acknowledged on any stream (performance.now(), not the wall clock). */
+  lastProgress = performance.now();
 
   constructor(
     private readonly ring: RingBuffer,
@@ -84,7 +84,7 @@ export class ChunkDispatcher {
     if (chunk.seq < this.low || this.acked.has(chunk.seq)) return;
     this.acked.add(chunk.seq);
     this.ackedBytes += chunk.length;
-    this.lastProgress = Date.now();
+    this.lastProgress = performance.now();
     while (this.acked.delete(this.low)) this.low++;
     this.ring.release(Math.min(this.low * this.chunkSize, this.ring.head));
     this.wake();

@@ -124,7 +124,8 @@ export class DataStream {
     const { config } = ctx;
     let socket: tls.TLSSocket | null = null;
     try {
-      socket = await connectServer(config.server, ctx.material, config.retry.connect_timeout);
+      // Only the run's abort ends a join under way: a stopping daemon lets a sending backup finish.
+      socket = await connectServer(config.server, ctx.material, config.retry.connect_timeout, ctx.signal);
       const frames = new FrameSocket(socket);
       socket.write(encodeParallelJoin({ sessionId, streamIndex: this.index }));
       const answer = await frames.read(decodeParallelAck, config.retry.connect_timeout, 'join answer');

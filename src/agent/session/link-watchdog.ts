@@ -5,7 +5,8 @@ import { NbackupError } from '../../errors.js';
  * Declares a connection dead when it owes the server something (unacknowledged bytes, or the Final
  * ACK) and nothing has moved for `read_timeout`: no acknowledgement, and, where asked, no byte
  * leaving the socket's send buffer. A half-open link never errors by itself; this destroys the
- * socket with a timeout error so the sender reconnects.
+ * socket with a timeout error so the sender reconnects. Time is performance.now(): a wall clock
+ * set back must not hide a dead link for the length of the step, nor one set forward cut a live one.
  */
 export interface WatchdogOptions {
   readTimeoutMs: number;
@@ -13,14 +14,14 @@ export interface WatchdogOptions {
   owed: () => boolean;
   /** Count bytes leaving the send buffer as progress (a slow but live link keeps its connection). */
   countSendProgress?: boolean;
-  /** When progress was last seen elsewhere in the session (another stream's acknowledgement), ms. */
+  /** When progress was last seen elsewhere in the session (another stream's acknowledgement), performance.now() ms. */
   sharedProgress?: () => number;
   /** The message of the timeout error. */
   message: string;
 }
 
 export class LinkWatchdog {
-  private lastProgress = Date.now();
+  private lastProgress = performance.now();
   private lastFlushed = -1;
   private readonly timer: NodeJS.Timeout;
   private failure: NbackupError | null = null;
@@ -39,7 +40,7 @@ export class LinkWatchdog {
 
   /** An acknowledgement arrived. */
   heard(): void {
-    this.lastProgress = Date.now();
+    this.lastProgress = performance.now();
   }
 
   stop(): void {
@@ -47,7 +48,7 @@ export class LinkWatchdog {
   }
 
   private check(): void {
-    const now = Date.now();
+    const now = performance.now();
     if (this.opts.countSendProgress) {
       const flushed = this.socket.bytesWritten - this.socket.writableLength;
       if (flushed !== this.lastFlushed) {

@@ -147,9 +147,9 @@ function unexpectedFinal(f: FinalAck): never {
 /** Samples acknowledged throughput once a window and lets the autoscaler add streams. */
 function startAutoscaling(scaler: AutoScaler, dispatcher: ChunkDispatcher, log: Logger, sessionId: string, addStream: () => void): NodeJS.Timeout {
   let lastAcked = 0;
-  let lastTick = Date.now();
+  let lastTick = performance.now();
   return setInterval(() => {
-    const now = Date.now();
+    const now = performance.now();
     const bps = ((dispatcher.ackedBytes - lastAcked) * 1000) / Math.max(1, now - lastTick);
     lastAcked = dispatcher.ackedBytes;
     lastTick = now;
