@@ -3,9 +3,10 @@
  * mTLS: idle TCP connections that never start TLS, many handshakes from one address, one agent
  * opening connection after connection, and more connections than the server holds. Each is cut
  * off or refused, the refusals are counted in /metrics without flooding the log, and every other
- * peer is still served.
+ * peer is still served. A real agent refused that way tries again and commits.
  */
 import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,10 +14,10 @@ import { HealthStatus } from '../../protocol/constants.js';
 import { decodeHealthPong, encodeHealthPing } from '../../protocol/frames.js';
 import { sample } from '../helpers/metrics.js';
 import type { Pki } from '../helpers/pki.js';
-import { startServer, type ServerHandle } from '../helpers/proc.js';
+import { runAgent, startServer, writeYaml, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { pollUntil, waitUntil } from '../helpers/wait.js';
-import { makeWorkspace, serverTail, writeServerConfig } from './harness.js';
+import { agentConfigObject, committedBackups, makeWorkspace, serverTail, showRun, writeServerConfig } from './harness.js';
 import { HOST, rawAgent, type RawClient } from './raw-client.js';
 
 const HANDSHAKE_S = 3;
@@ -51,6 +52,8 @@ describe('connection limits (real server, raw TCP and mTLS clients)', { timeout:
   let pki: Pki;
   let server: ServerHandle;
   let metricsBase = '';
+  let work = '';
+  let src = '';
 
   const idle = (from: string, hello?: Buffer): IdleTcp => {
     const c = new IdleTcp(server.port, from, hello);
@@ -91,6 +94,10 @@ describe('connection limits (real server, raw TCP and mTLS clients)', { timeout:
   before(async () => {
     const ws = await makeWorkspace(tmp, 'nbackup-it-limits-', ['agent-a', 'agent-b']);
     pki = ws.pki;
+    work = ws.work;
+    src = join(work, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'hello.txt'), 'hello\n');
     const yaml = join(ws.work, 'server.yaml');
     await writeServerConfig(yaml, pki, { main: { base_dir: join(ws.work, 'storage') } }, {
       handshake_timeout: `${HANDSHAKE_S}s`,
@@ -145,6 +152,24 @@ describe('connection limits (real server, raw TCP and mTLS clients)', { timeout:
     holding[0].destroy();
     await servedAgain('agent-a', '127.0.0.9');
     closeAll();
+  });
+
+  it('an agent refused over max_connections_per_agent tries again, and its backup commits once a connection is free', async () => {
+    const holding = Array.from({ length: LIMITS.max_connections_per_agent }, (_, i) => tlsClient('agent-a', `127.0.2.${1 + i}`));
+    for (const c of holding) await c.connected();
+    const refusedBefore = await refusedCount('max_connections_per_agent');
+    const config = agentConfigObject(pki, 'agent-a', server.port, [{ name: 'app', storage: 'main', sources: [src] }]);
+    config.retry = { max_attempts: 5, initial_delay: '300ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '15s' };
+    const yaml = join(work, 'agent-retry.yaml');
+    await writeYaml(yaml, config);
+    const run = runAgent(['--config', yaml, '--once'], { timeoutMs: 30_000 });
+    const refused = await pollUntil(async () => (await refusedCount('max_connections_per_agent')) > refusedBefore, 10_000, 50);
+    assert.ok(refused, `the agent's connection was not refused\n${serverTail(server, 15)}`);
+    closeAll();
+    const r = await run;
+    assert.equal(r.code, 0, showRun(r));
+    assert.ok(r.logs.some((l) => l.msg === 'no answer from the server; retrying'), showRun(r));
+    assert.equal((await committedBackups(join(work, 'storage', 'agent-a', 'app'))).length, 1, 'one archive committed');
   });
 
   it('past max_connections, a new connection is closed as soon as it is accepted; the server serves again once they go', async () => {

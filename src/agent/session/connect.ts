@@ -9,16 +9,36 @@ import { isRetryable, sleep, type RetryBudget } from './retry.js';
  * Connects, retrying with backoff while the failure is a network one and the budget lasts. The
  * run's abort or a stopping daemon ends an attempt under way as it ends a back-off.
  */
-export async function connectWithRetry(ctx: BackupContext, log: Logger, stats: RunStats, budget: RetryBudget): Promise<tls.TLSSocket> {
+export function connectWithRetry(ctx: BackupContext, log: Logger, stats: RunStats, budget: RetryBudget): Promise<tls.TLSSocket> {
+  return connectAndGreet(ctx, log, stats, budget, (socket) => Promise.resolve(socket));
+}
+
+/**
+ * Connects and runs `greet` on the connection (its first frame and the server's answer), both
+ * retried like connectWithRetry: a server that closes the connection before it answers (one
+ * restarting, or over a connection limit) is tried again as one that could not be reached. A
+ * failure that is not a network one (a refusal) ends it. The connection is destroyed when `greet`
+ * throws.
+ */
+export async function connectAndGreet<T>(
+  ctx: BackupContext,
+  log: Logger,
+  stats: RunStats,
+  budget: RetryBudget,
+  greet: (socket: tls.TLSSocket) => Promise<T>,
+): Promise<T> {
   const stop = backoffSignal(ctx);
   for (;;) {
+    let socket: tls.TLSSocket | undefined;
     try {
-      return await connectServer(ctx.config.server, ctx.material, ctx.config.retry.connect_timeout, stop);
+      socket = await connectServer(ctx.config.server, ctx.material, ctx.config.retry.connect_timeout, stop);
+      return await greet(socket);
     } catch (err) {
+      socket?.destroy();
       if (stop?.aborted) throw stop.reason;
       const delay = budget.fail();
       if (!isRetryable(err) || delay === null) throw err;
-      log.warn({ err: errorMessage(err), attempt: budget.failures, delayMs: delay }, 'connection failed; retrying');
+      log.warn({ err: errorMessage(err), attempt: budget.failures, delayMs: delay }, socket ? 'no answer from the server; retrying' : 'connection failed; retrying');
       stats.reconnects++;
       await sleep(delay, stop);
     }

@@ -5,7 +5,7 @@ import type { BackupConfig } from '../../config/index.js';
 import { NbackupError } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import { FrameSocket } from '../../net/frame-socket.js';
-import { connectWithRetry } from './connect.js';
+import { connectAndGreet, connectWithRetry } from './connect.js';
 import type { BackupContext, RunStats } from './context.js';
 import { RestartSession, type RetryBudget } from './retry.js';
 
@@ -44,12 +44,12 @@ export class PrimaryConnection {
 
   /**
    * Connects (retrying within `budget`), opens a new session and announces its mode: single
-   * stream, or `parallels` streams of `resume.chunk_size` chunks. A refusal is a 'rejected' error.
+   * stream, or `parallels` streams of `resume.chunk_size` chunks. A refusal is a 'rejected' error;
+   * a connection closed before the answer is tried again within `budget`.
    */
-  static async open(ctx: BackupContext, entry: BackupConfig, log: Logger, stats: RunStats, budget: RetryBudget): Promise<PrimaryConnection> {
-    const socket = await connectWithRetry(ctx, log, stats, budget);
-    const frames = new FrameSocket(socket);
-    try {
+  static open(ctx: BackupContext, entry: BackupConfig, log: Logger, stats: RunStats, budget: RetryBudget): Promise<PrimaryConnection> {
+    return connectAndGreet(ctx, log, stats, budget, async (socket) => {
+      const frames = new FrameSocket(socket);
       socket.write(encodeHandshake({ agent: ctx.config.agent.name, storage: entry.storage, backup: entry.name, format: entry.compression.format }));
       const ack = await frames.read(decodeAck, ctx.config.retry.connect_timeout, 'handshake answer');
       if (ack.status !== AckStatus.GO) {
@@ -59,10 +59,7 @@ export class PrimaryConnection {
       }
       socket.write(entry.parallels > 0 ? encodeParallelInit({ maxStreams: entry.parallels, chunkSize: entry.resume.chunk_size }) : encodeSingleMode());
       return new PrimaryConnection({ socket, frames }, ack.sessionId, ctx, entry, log, stats);
-    } catch (err) {
-      socket.destroy();
-      throw err;
-    }
+    });
   }
 
   /**
