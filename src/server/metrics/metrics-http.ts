@@ -26,6 +26,8 @@ export async function startMetricsHttp(
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
+  // A scraper or two, not a crowd: more connections are closed as soon as they are accepted.
+  server.maxConnections = 64;
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(new NbackupError('network', `cannot listen for metrics on ${listen.address}: ${err.message}`, { cause: err }));
     server.once('error', onError);
