@@ -50,9 +50,32 @@ const CONTROL_UP_WAIT_MS = 3000;
 /** The control channel, when the configuration asks for one (started). */
 function startControl(state: AgentState): ControlClient | undefined {
   if (!state.config.daemon.control_channel.enabled) return undefined;
-  const control = new ControlClient(state.config, state.material, state.log.child({ channel: 'control' }));
+  const control = new ControlClient(state.config, state.material, controlLog(state));
   control.start();
   return control;
+}
+
+/**
+ * The control channel after a reload. The daemon keeps one ControlClient, which a running backup
+ * holds too (admission, rotation): a reload that changes nothing the channel depends on leaves its
+ * connection as it is; one that does reconnects that same client (ControlClient.reconfigure), so
+ * the backup goes on hearing the server. Only turning the channel off stops it (a running backup
+ * then goes on without one, as when it is down), and turning it on starts one for later backups.
+ */
+function reloadControl(state: AgentState): void {
+  const enabled = state.config.daemon.control_channel.enabled;
+  if (state.control && enabled) {
+    state.control.reconfigure(state.config, state.material, controlLog(state));
+  } else if (state.control) {
+    void state.control.stop();
+    state.control = undefined;
+  } else {
+    state.control = startControl(state);
+  }
+}
+
+function controlLog(state: AgentState): Logger {
+  return state.log.child({ channel: 'control' });
 }
 
 async function setup(configPath: string): Promise<AgentState> {
@@ -232,12 +255,9 @@ export async function runDaemon(configPath: string): Promise<number> {
             return;
           }
           reconfigureLogger(log, next.config.logging, configPath);
-          const old = state.control;
           state.config = next.config;
           state.material = next.material;
-          // A new channel with the new settings; a backup running keeps the one it started with.
-          state.control = startControl(state);
-          void old?.stop();
+          reloadControl(state);
           scheduler.reload(next.config.backups);
           log.info({ backups: next.config.backups.map((b) => b.name), logging: next.config.logging }, 'configuration reloaded');
           warnExpiry(next.config, next.material, log);

@@ -1,21 +1,17 @@
-import { CronExpressionParser } from 'cron-parser';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import type { BackupConfig } from '../config/index.js';
+import { CronTimer } from '../schedule/cron-timer.js';
 
 /**
  * Runs each backup entry on its cron schedule. Runs are serialised (one backup at a time: they
  * compete for the same CPUs and uplink); a tick that comes while the same entry is queued or
- * running is skipped with a log line rather than stacking up.
+ * running is skipped with a log line rather than stacking up. Times follow the wall clock, steps
+ * and all, as CronTimer keeps them.
  */
-const MAX_TIMER = 2 ** 31 - 1;
-
-function nextRun(schedule: string, after: Date): Date {
-  return CronExpressionParser.parse(schedule, { currentDate: after }).next().toDate();
-}
 
 export class Scheduler {
-  private timers = new Map<string, NodeJS.Timeout>();
+  private timers = new Map<string, CronTimer>();
   private queue: BackupConfig[] = [];
   private running: Promise<void> | null = null;
   private runningName: string | null = null;
@@ -33,7 +29,7 @@ export class Scheduler {
 
   /** Replaces the entries (SIGHUP); a backup already running finishes under the old settings. */
   reload(entries: readonly BackupConfig[]): void {
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers.values()) t.stop();
     this.timers.clear();
     this.entries = entries;
     const names = new Set(entries.map((e) => e.name));
@@ -44,7 +40,7 @@ export class Scheduler {
   /** Stops scheduling; resolves when the backup in progress (if any) has finished. */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers.values()) clearTimeout(t);
+    for (const t of this.timers.values()) t.stop();
     this.timers.clear();
     this.queue = [];
     await this.running;
@@ -54,29 +50,16 @@ export class Scheduler {
     return this.running !== null;
   }
 
-  private arm(entry: BackupConfig, from = new Date()): void {
+  private arm(entry: BackupConfig): void {
     if (this.stopped) return;
-    let when = nextRun(entry.schedule, from);
-    this.log.info({ backup: entry.name, next: when.toISOString() }, 'backup scheduled');
-    const wait = (): void => {
-      const now = Date.now();
-      if (now < when.getTime()) {
-        // Timers count real time, the schedule the wall clock. A clock set back since (NTP after a
-        // wrong RTC) would otherwise hold every entry for as long as the step: the time comes
-        // from the clock as it is now. (A timer a little early finds the same time again.)
-        const again = nextRun(entry.schedule, new Date(now));
-        if (again < when) {
-          this.log.warn({ backup: entry.name, next: again.toISOString(), was: when.toISOString() }, 'the clock was set back; backup rescheduled');
-          when = again;
-        }
-        this.timers.set(entry.name, setTimeout(wait, Math.min(MAX_TIMER, when.getTime() - now)));
-        return;
-      }
-      this.enqueue(entry);
-      // The next time after now: a clock set forward over several times runs the entry once.
-      this.arm(entry, new Date(Math.max(now, when.getTime() + 1)));
-    };
-    wait();
+    const log = this.log;
+    const timer = new CronTimer(entry.schedule, {
+      onDue: () => this.enqueue(entry),
+      onArmed: (next) => log.info({ backup: entry.name, next: next.toISOString() }, 'backup scheduled'),
+      onSetBack: (next, was) => log.warn({ backup: entry.name, next: next.toISOString(), was: was.toISOString() }, 'the clock was set back; backup rescheduled'),
+    });
+    this.timers.set(entry.name, timer);
+    timer.start();
   }
 
   private enqueue(entry: BackupConfig): void {

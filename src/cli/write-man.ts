@@ -23,7 +23,7 @@ export function agentExtras(configText: string): ManExtras {
       'Every archive is a plain .tar.gz or .tar.zst that tar(1) restores with nothing else installed. A file that cannot be read is reported as a warning naming it; nothing is left out silently.',
     ],
     signals: [
-      ['SIGHUP', 'reload the configuration, checked as at start-up; an invalid file or an agent.name that does not match the certificate is refused and the old configuration kept. The logging section is applied and logging.file reopened. Ignored once the daemon is stopping.'],
+      ['SIGHUP', 'reload the configuration, checked as at start-up; an invalid file or an agent.name that does not match the certificate is refused and the old configuration kept. The logging section is applied and logging.file reopened; the control channel keeps its connection unless server.address, agent.name, the certificates or daemon.control_channel changed. Ignored once the daemon is stopping.'],
       ['SIGTERM, SIGINT', 'stop scheduling; a running backup may finish within daemon.shutdown_grace (default 5m), then it is aborted and the server told to drop its temporary file. A backup still connecting to the server or waiting to retry is not waited for. A second signal aborts at once. Exit status 0.'],
     ],
     files: [['/etc/nbackup/agent.yaml', 'the configuration (see CONFIGURATION)'], ...COMMON_FILES],

@@ -1,23 +1,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { CronExpressionParser } from 'cron-parser';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/logger.js';
+import { CronTimer } from '../schedule/cron-timer.js';
 import type { ServerMetrics } from './metrics/server-metrics.js';
 import type { Storage } from './storage.js';
 import { archivesToVerify, verifyArchive } from './verify.js';
-
-/** Longest wait setTimeout takes; a later run is reached in steps. */
-const MAX_TIMER = 2 ** 31 - 1;
 
 /**
  * `server.verify.schedule`: the running server re-reads every archive of every storage on a cron
  * schedule, as `nbackup-server verify` does, one archive at a time. A bad archive is an error in
  * the log; the counts, and each bad archive, go to /metrics. A run still going when the next one
  * is due makes that one skip; an archive rotated away while the run goes is not counted as bad.
+ * The times follow the wall clock as CronTimer keeps them: a clock set back reschedules from the
+ * clock as it is now (one line), one set forward over several times runs once.
  */
 export class VerifySchedule {
-  private timer: NodeJS.Timeout | null = null;
+  private readonly timer: CronTimer;
   private running: Promise<void> | null = null;
   private stopped = false;
 
@@ -26,33 +25,27 @@ export class VerifySchedule {
     private readonly storages: ReadonlyMap<string, Storage>,
     private readonly metrics: ServerMetrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    // Unref'd: the listener keeps the server alive, not the next verify.
+    this.timer = new CronTimer(schedule, {
+      onDue: () => this.due(),
+      onSetBack: (next, was) => log.warn({ schedule, next: next.toISOString(), was: was.toISOString() }, 'the clock was set back; verify rescheduled'),
+    }, { unref: true });
+  }
 
   start(): void {
-    this.arm(new Date());
+    this.timer.start();
   }
 
   /** Stops the timer, and the run under way after the archive it is reading (not waited for: it only reads). */
   stop(): void {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.timer.stop();
   }
 
-  private arm(after: Date): void {
-    if (this.stopped) return;
-    const at = CronExpressionParser.parse(this.schedule, { currentDate: after }).next().toDate();
-    const wait = (): void => {
-      const left = at.getTime() - Date.now();
-      if (left > 0) {
-        this.timer = setTimeout(wait, Math.min(left, MAX_TIMER));
-        return;
-      }
-      this.arm(at);
-      if (this.running) this.log.warn({ schedule: this.schedule }, 'scheduled verify skipped: the previous run is still going');
-      else this.running = this.runOnce().finally(() => (this.running = null));
-    };
-    this.timer = setTimeout(wait, Math.min(Math.max(0, at.getTime() - Date.now()), MAX_TIMER));
-    this.timer.unref();
+  private due(): void {
+    if (this.running) this.log.warn({ schedule: this.schedule }, 'scheduled verify skipped: the previous run is still going');
+    else this.running = this.runOnce().finally(() => (this.running = null));
   }
 
   async runOnce(): Promise<void> {

@@ -18,6 +18,12 @@ import { sleep } from '../session/retry.js';
  * Backups never wait on it except to be admitted (waitForAdmission, bounded by the caller); what
  * it carries from the server (CADM, CDFE, CROT, CABT) is handed to whoever listens, and a channel
  * that is down simply means nobody hears it.
+ *
+ * A daemon has one ControlClient for its whole life (unless a reload turns the channel off or on),
+ * and a running backup holds that object, not a connection. A reload (reconfigure) that changes
+ * nothing the channel depends on keeps the connection as it is; one that does reconnects this same
+ * client at once with the new settings, so the backup's rotation handler and admission wait go on
+ * hearing the server on the new connection (the server keeps the newest channel of an agent).
  */
 const RTT_ALPHA = 0.25;
 
@@ -30,6 +36,8 @@ export class ControlClient {
   /** True from the first pong of a connection until it breaks: the server knows the channel. */
   private up = false;
   private readonly stopper = new AbortController();
+  /** Ends the current connection, connection attempt or reconnect delay (stop, reconfigure). */
+  private attempt = new AbortController();
   private admittedAt = 0;
   private deferredUntil = 0;
   private readonly admitWaiters = new Set<() => void>();
@@ -39,9 +47,9 @@ export class ControlClient {
   onRotate: RotateHandler | null = null;
 
   constructor(
-    private readonly config: AgentConfig,
-    private readonly material: TlsMaterial,
-    private readonly log: Logger,
+    private config: AgentConfig,
+    private material: TlsMaterial,
+    private log: Logger,
   ) {}
 
   get connected(): boolean {
@@ -54,8 +62,26 @@ export class ControlClient {
 
   async stop(): Promise<void> {
     this.stopper.abort();
+    this.attempt.abort();
     this.socket?.destroy();
     await this.running;
+  }
+
+  /**
+   * A reloaded configuration (and the logger's new child, at the reloaded level). True when it
+   * changed something the channel depends on, which then reconnects at once; else the connection
+   * is kept as it is (later connections use the new connect_timeout).
+   */
+  reconfigure(config: AgentConfig, material: TlsMaterial, log: Logger): boolean {
+    const changed = channelDiffers(this.config, this.material, config, material);
+    this.config = config;
+    this.material = material;
+    this.log = log;
+    if (!changed) return false;
+    this.log.info({ server: `${config.server.host}:${config.server.port}` }, 'control channel settings changed; reconnecting');
+    this.attempt.abort();
+    this.socket?.destroy();
+    return true;
   }
 
   /** Resolves once the channel is up (first pong), or after timeoutMs; true if it is up. */
@@ -108,26 +134,29 @@ export class ControlClient {
   }
 
   private async loop(): Promise<void> {
-    const cc = this.config.daemon.control_channel;
-    let delay = cc.reconnect_delay;
+    let delay = this.config.daemon.control_channel.reconnect_delay;
     while (!this.stopper.signal.aborted) {
+      const attempt = (this.attempt = new AbortController());
       let reached = false;
       try {
-        const socket = await connectServer(this.config.server, this.material, this.config.retry.connect_timeout, this.stopper.signal);
+        const socket = await connectServer(this.config.server, this.material, this.config.retry.connect_timeout, attempt.signal);
         this.socket = socket;
         reached = true;
         await this.converse(socket);
       } catch (err) {
         if (this.stopper.signal.aborted) break;
-        this.log.warn({ err: errorMessage(err), delayMs: reached ? cc.reconnect_delay : delay }, 'control channel down; reconnecting');
+        if (!attempt.signal.aborted) this.log.warn({ err: errorMessage(err), delayMs: reached ? this.config.daemon.control_channel.reconnect_delay : delay }, 'control channel down; reconnecting');
       } finally {
         this.up = false;
         this.socket?.destroy();
         this.socket = null;
       }
+      const cc = this.config.daemon.control_channel;
       if (reached) delay = cc.reconnect_delay;
-      await sleep(delay, this.stopper.signal).catch(() => undefined);
-      if (!reached) delay = Math.min(delay * 2, cc.max_reconnect_delay);
+      // Reconfigured (now or during the delay): at once, with the new settings.
+      if (!attempt.signal.aborted) await sleep(delay, attempt.signal).catch(() => undefined);
+      if (attempt.signal.aborted) delay = cc.reconnect_delay;
+      else if (!reached) delay = Math.min(delay * 2, cc.max_reconnect_delay);
     }
   }
 
@@ -142,13 +171,13 @@ export class ControlClient {
     ping();
     const timer = setInterval(ping, keepalive);
     try {
-      for (;;) this.handle(await frames.read(decodeControlFromServer, keepalive * 2.5, 'control frame from the server'), socket);
+      for (;;) this.handle(await frames.read(decodeControlFromServer, keepalive * 2.5, 'control frame from the server'));
     } finally {
       clearInterval(timer);
     }
   }
 
-  private handle(msg: ControlFromServer, socket: tls.TLSSocket): void {
+  private handle(msg: ControlFromServer): void {
     switch (msg.type) {
       case 'pong': {
         const sample = Number(nowNs() - msg.timestampNs) / 1e6;
@@ -174,10 +203,12 @@ export class ControlClient {
         const index = msg.streamIndex;
         const drained = this.onRotate ? this.onRotate(index) : Promise.resolve();
         this.log.info({ stream: index }, 'the server asks to rotate a stream');
+        // The answer goes on the channel as it is once drained: a reconnect since takes it too.
         void drained
           .catch((err: unknown) => this.log.warn({ stream: index, err: errorMessage(err) }, 'stream rotation failed'))
           .then(() => {
-            if (!socket.destroyed) socket.write(encodeControlFromAgent({ type: 'rotate-ack', streamIndex: index }));
+            const now = this.socket;
+            if (now && !now.destroyed) now.write(encodeControlFromAgent({ type: 'rotate-ack', streamIndex: index }));
           });
         return;
       }
@@ -189,6 +220,16 @@ export class ControlClient {
       }
     }
   }
+}
+
+/**
+ * Whether two configurations need different connections: another server address or agent name,
+ * other certificate or key contents (a path that changed to the same bytes does not count), other
+ * daemon.control_channel settings.
+ */
+function channelDiffers(a: AgentConfig, am: TlsMaterial, b: AgentConfig, bm: TlsMaterial): boolean {
+  const settings = (c: AgentConfig): string => JSON.stringify([c.agent.name, c.server.host, c.server.port, c.daemon.control_channel]);
+  return settings(a) !== settings(b) || !am.ca.equals(bm.ca) || !am.cert.equals(bm.cert) || !am.key.equals(bm.key);
 }
 
 function nowNs(): bigint {
