@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { NbackupError, type ErrorKind } from './errors.js';
 
 /**
@@ -11,7 +12,7 @@ export interface ExitCode {
 }
 
 export const EXIT_CODES: readonly ExitCode[] = [
-  { code: 0, meaning: 'success (--once: every backup entry committed)', kinds: [] },
+  { code: 0, meaning: 'success (--once: every backup entry committed; restore: every member restored, or already there as in the archive)', kinds: [] },
   {
     code: 1,
     meaning: 'a backup, a health check, a storage, a restore or a find failed (an archive that cannot be read; find: nothing matched); stderr says which and why, one line each',
@@ -21,7 +22,16 @@ export const EXIT_CODES: readonly ExitCode[] = [
   { code: 3, meaning: 'a certificate or key cannot be used', kinds: ['tls'] },
   { code: 4, meaning: 'the server cannot be reached or did not answer in time', kinds: ['network', 'timeout'] },
   { code: 70, meaning: 'internal error (a bug: please report it)', kinds: ['internal'] },
+  { code: 130, meaning: 'restore --to interrupted by SIGINT (Ctrl-C): the file being written is removed; stderr says how many were restored', kinds: [] },
+  { code: 143, meaning: 'restore --to interrupted by SIGTERM: likewise', kinds: [] },
 ];
+
+/** The signals a restore stops at, with a status of its own (128 + the signal's number, as shells report it). */
+export type StopSignal = 'SIGINT' | 'SIGTERM';
+
+export function exitCodeForSignal(signal: StopSignal): number {
+  return 128 + os.constants.signals[signal];
+}
 
 /** Exit status of a `--once` run in which at least one entry failed, whatever the kinds. */
 export const EXIT_BACKUP_FAILED = 1;

@@ -54,7 +54,7 @@ export function agentProgram(): Command {
     .option('--at <timestamp>', 'latest, or an archive name from `list` (with or without .tar.gz)', 'latest')
     .option('--to <dir>', 'folder to restore into (created if missing); nothing is written outside it')
     .option('--stdout', 'write the archive itself to stdout, for | tar -xzf - (its SHA-256 is still checked)')
-    .option('--force', 'replace files that already exist in the folder')
+    .option('--force', 'replace what is in the way in the folder (never a folder); without it, a file of the same size and mtime (or a symlink to the same target, and so on) is already there and left alone, and anything else in the way is named and makes the exit status 1')
     .action(async (patterns: string[], opts: { config: string; backup: string; at: string; to?: string; stdout?: boolean; force?: boolean }) => {
       if (!opts.to && !opts.stdout) throw usageError('restore needs --to <dir> or --stdout');
       process.exitCode = await (await readSide()).runRestore(opts.config, { backup: opts.backup, at: opts.at, to: opts.to, stdout: !!opts.stdout, force: !!opts.force, patterns });

@@ -24,7 +24,7 @@ export function agentExtras(configText: string): ManExtras {
     ],
     signals: [
       ['SIGHUP', 'reload the configuration, checked as at start-up; an invalid file or an agent.name that does not match the certificate is refused and the old configuration kept. The logging section is applied and logging.file reopened; the control channel keeps its connection unless server.address, agent.name, the certificates or daemon.control_channel changed. Ignored once the daemon is stopping.'],
-      ['SIGTERM, SIGINT', 'stop scheduling; a running backup may finish within daemon.shutdown_grace (default 5m), then it is aborted and the server told to drop its temporary file. A backup still connecting to the server or waiting to retry is not waited for. A second signal aborts at once. Exit status 0.'],
+      ['SIGTERM, SIGINT', 'stop scheduling; a running backup may finish within daemon.shutdown_grace (default 5m), then it is aborted and the server told to drop its temporary file. A backup still connecting to the server or waiting to retry is not waited for. A second signal aborts at once. Exit status 0. During restore --to: the file being written is removed, one line says how many files were restored, and the exit status is 130 (SIGINT) or 143 (SIGTERM); the same command restores the rest.'],
     ],
     files: [['/etc/nbackup/agent.yaml', 'the configuration (see CONFIGURATION)'], ...COMMON_FILES],
     config: { file: 'agent.yaml', text: configText },

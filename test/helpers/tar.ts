@@ -93,3 +93,18 @@ export async function gnuTarCreate(
 ): Promise<void> {
   await runCli('tar', ['-czf', archive, ...(opts.extraArgs ?? []), '-C', srcRoot, '.'], opts);
 }
+
+/**
+ * `tar --compare -f archive -C dir --numeric-owner` (with `-z` or `--zstd`): resolves when GNU tar
+ * finds every member in `dir` as the archive has it (contents, size, mode, owner, mtime, link
+ * targets); rejects with the differences it lists.
+ */
+export async function gnuTarCompare(archive: string, dir: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+  try {
+    await runCli('tar', [tarCodecFlag(archive), '--compare', '-f', archive, '-C', dir, '--numeric-owner'], opts);
+  } catch (err) {
+    // tar lists the differences on stdout.
+    const listed = ((err as Partial<CliResult>).stdout ?? '').split('\n').slice(0, 40).join('\n');
+    throw new Error(`${(err as Error).message}\n${listed}`);
+  }
+}

@@ -96,7 +96,7 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     assert.doesNotMatch(only.stdout, /backup app/);
   });
 
-  it('restore --to brings the whole tree back exactly, SHA-256 verified; again only with --force', async () => {
+  it('restore --to brings the whole tree back exactly, SHA-256 verified; again, what is there as in the archive is left alone and what differs is replaced only with --force', async () => {
     const into = await tmp.make('nbackup-it-r1-');
     const r = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into], T);
     assert.equal(r.code, 0, showRun(r));
@@ -105,9 +105,14 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     const sparse = join(restoredPath(into, tree.root), 'odd', 'sparse.img');
     assert.ok(fs.statSync(sparse).blocks * 512 < 4 * MiB, 'the sparse file keeps its holes');
     const again = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into], T);
-    assert.equal(again.code, 1, showRun(again));
-    assert.match(again.stderr, /exists \(--force replaces it\)/);
+    assert.equal(again.code, 0, showRun(again));
+    assert.match(again.stderr, /^restored app .*: 0 files \(0b\), .*; \d+ members already there as in the archive, left alone; SHA-256 verified/, showRun(again));
     fs.writeFileSync(join(restoredPath(into, tree.root), tree.notable.text), 'changed');
+    const differs = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into], T);
+    assert.equal(differs.code, 1, showRun(differs));
+    const named = differs.stderr.split('\n').filter((l) => l.startsWith('nbackup-agent: '));
+    assert.equal(named.length, 1, showRun(differs));
+    assert.match(named[0], new RegExp(`/${tree.notable.text}: not restored: it exists and differs: 7 bytes, not \\d+ \\(--force replaces it\\)$`), showRun(differs));
     const forced = await runAgent(['restore', '--config', yamlA, '--backup', 'app', '--to', into, '--force'], T);
     assert.equal(forced.code, 0, showRun(forced));
     await compare(into);

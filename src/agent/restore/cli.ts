@@ -7,9 +7,10 @@ import { readIndex } from '../../archive/index-format.js';
 import { EXIT_BACKUP_FAILED } from '../../exit-codes.js';
 import { loadTlsMaterial } from '../../tls/material.js';
 import { decompressor } from '../../archive/decompress.js';
-import { realName } from './extract.js';
+import { realName } from './member-name.js';
 import { printableName, printableText } from '../../printable.js';
-import { formatOf, listTable, memberMatcher, restore, shownTime } from './commands.js';
+import { formatOf, listTable, memberMatcher, restore, shownTime, type RestoreResult } from './commands.js';
+import { RestoreInterrupt } from './interrupt.js';
 import { archivePath, listRemote, readRemote, type ReadEndpoint } from './read-client.js';
 import { TarReader } from '../../archive/tar-reader.js';
 
@@ -34,16 +35,17 @@ export async function runRestore(
   if (o.stdout && o.to) throw new NbackupError('usage', '--stdout and --to exclude each other');
   if (o.stdout && o.patterns.length) throw new NbackupError('usage', '--stdout writes the whole archive; patterns go with --to');
   if (o.stdout && process.stdout.isTTY) throw new NbackupError('usage', '--stdout writes a compressed archive: pipe it (| tar -xzf -), not to a terminal');
-  const { ep, config } = await endpoint(configPath);
-  let problems = 0;
-  const r = await restore(ep, config, {
-    ...o,
-    onProblem: (p, message) => {
-      problems++;
-      process.stderr.write(`nbackup-agent: ${p}: ${printableText(message)}\n`);
-    },
-    onNotice: (message) => process.stderr.write(`nbackup-agent: ${printableText(message)}\n`),
-  });
+  const say = (line: string): void => void process.stderr.write(`nbackup-agent: ${printableText(line)}\n`);
+  const interrupt = o.to ? new RestoreInterrupt(o.to, say) : null;
+  const problems = new ProblemLines(say);
+  let r: RestoreResult;
+  try {
+    const { ep, config } = await endpoint(configPath);
+    r = await restore(ep, config, { ...o, onProblem: problems.add, onNotice: say, onExtractor: (x) => interrupt?.watch(x) });
+  } finally {
+    interrupt?.remove();
+    problems.end();
+  }
   const what = `${r.archive.backup} ${shownTime(r.archive.name)} (${r.archive.storage}/${r.archive.name})`;
   const x = r.indexed;
   const check = x
@@ -51,19 +53,37 @@ export async function runRestore(
     : `${r.verified ? 'SHA-256 verified' : 'no SHA-256 recorded for it: not verified'}${r.parallelBlocks ? `; its ${r.parallelBlocks} blocks decompressed in parallel, as its index lays them out` : ''}`;
   if (r.stats) {
     const s = r.stats;
-    process.stderr.write(
-      `restored ${what} into ${o.to}: ${s.files} files (${formatBytes(s.bytes)}), ${s.directories} folders, ${s.symlinks} symlinks, ${s.hardlinks} hard links, ${s.others} others; ${check}` +
-        `${problems ? `; ${problems} members NOT restored (above)` : ''}\n`,
-    );
-    const restored = s.files + s.directories + s.symlinks + s.hardlinks + s.others;
-    if (o.patterns.length > 0 && restored === 0 && problems === 0) {
+    const parts = [`${s.files} files (${formatBytes(s.bytes)}), ${s.directories} folders, ${s.symlinks} symlinks, ${s.hardlinks} hard links, ${s.others} others`];
+    if (s.alreadyThere) parts.push(`${s.alreadyThere} members already there as in the archive, left alone`);
+    parts.push(check);
+    if (problems.count) parts.push(`${problems.count} members NOT restored (above)${s.differing ? `, of which ${s.differing} because what is there differs (--force replaces it)` : ''}`);
+    process.stderr.write(`restored ${what} into ${o.to}: ${parts.join('; ')}\n`);
+    const found = s.files + s.directories + s.symlinks + s.hardlinks + s.others + s.alreadyThere;
+    if (o.patterns.length > 0 && found === 0 && problems.count === 0) {
       process.stderr.write(`nbackup-agent: nothing in ${r.archive.name} matches ${o.patterns.map((p) => JSON.stringify(p)).join(' ')}\n`);
       return EXIT_BACKUP_FAILED;
     }
   } else {
     process.stderr.write(`wrote ${what} to stdout; ${check}\n`);
   }
-  return problems > 0 ? EXIT_BACKUP_FAILED : 0;
+  return problems.count > 0 ? EXIT_BACKUP_FAILED : 0;
+}
+
+/** Members named one by one when they are not restored; past these, only counted. */
+const NAMED_PROBLEMS = 20;
+
+/** The problem lines of a restore, bounded: the first NAMED_PROBLEMS by name, then one line with the count of the rest. */
+class ProblemLines {
+  count = 0;
+  constructor(private readonly say: (line: string) => void) {}
+
+  readonly add = (member: string, message: string): void => {
+    if (++this.count <= NAMED_PROBLEMS) this.say(`${member}: ${message}`);
+  };
+
+  end(): void {
+    if (this.count > NAMED_PROBLEMS) this.say(`… and ${this.count - NAMED_PROBLEMS} more members not restored (the first ${NAMED_PROBLEMS} are named above)`);
+  }
 }
 
 /** Errors that concern one archive (damaged, gone, refused); anything else (the network, a bug) ends `find`. */

@@ -116,6 +116,8 @@ export interface RestoreOptions {
   onProblem: (path: string, message: string) => void;
   /** Hears why the index was not used, when there is one. */
   onNotice?: (message: string) => void;
+  /** Hears the extractor once the target folder is open (a signal handler removes the file it is writing). */
+  onExtractor?: (extractor: Extractor) => void;
 }
 
 /** What an indexed restore read: the index, then `bytes` of `blocks` of the archive's `totalBlocks`. */
@@ -193,6 +195,7 @@ export async function restore(ep: ReadEndpoint, config: AgentConfig, o: RestoreO
     owners: process.getuid?.() === 0,
     onProblem: o.onProblem,
   });
+  o.onExtractor?.(extractor);
   const plan = select ? await indexedPlan(ep, archive, o, select) : null;
   if (plan) {
     await extractor.run(new TarReader(plannedTar(ep, archive, plan, formatOf(archive.name))));

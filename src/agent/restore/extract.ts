@@ -2,6 +2,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { printableName } from '../../printable.js';
+import { howItDiffers, type Wanted } from './existing-entry.js';
+import { realName, splitName, unsafeName } from './member-name.js';
 import { writeSparse } from './sparse-write.js';
 import { diskFault, openTarget } from './target.js';
 import type { TarMember, TarReader } from '../../archive/tar-reader.js';
@@ -11,10 +13,12 @@ import type { TarMember, TarReader } from '../../archive/tar-reader.js';
  * its name is absolute or has a `..` component, or when any folder on its way (or a hard link's
  * target's way) is not a real directory — a symlink made by an earlier member or found in the
  * folder is never followed. Files are created O_EXCL|O_NOFOLLOW; an existing entry is replaced
- * only with `force` (never a folder). A file whose writing fails is removed, so that a file is
- * there only whole, with its own mtime. A full or read-only disk stops the restore (one error);
- * other failures concern their member alone. Folder modes and times are set last, deepest first,
- * so that a read-only folder does not stop its own contents.
+ * only with `force` (never a folder). Without it, an entry that already is what the member would
+ * make (existing-entry.ts: a file of its size and mtime, …) is counted and left alone, and one
+ * that differs is reported, saying how. A file whose writing fails, or is abandoned at a signal,
+ * is removed, so that a file is there only whole, with its own mtime. A full or read-only disk
+ * stops the restore (one error); other failures concern their member alone. Folder modes and
+ * times are set last, deepest first, so that a read-only folder does not stop its own contents.
  */
 export interface ExtractOptions {
   /** The target folder (absolute); created if missing (see openTarget). */
@@ -34,6 +38,10 @@ export interface ExtractStats {
   symlinks: number;
   hardlinks: number;
   others: number;
+  /** Members found already in place (the same file, link, FIFO or device), left as they were. */
+  alreadyThere: number;
+  /** Members not restored because something else is where they go (each was reported; `force` replaces it). */
+  differing: number;
   /** Members that were not restored (each was reported). */
   problems: number;
 }
@@ -49,39 +57,18 @@ function createMode(mode: number): number {
   return mode & 0o777 & ~UMASK;
 }
 
-/** Why a name may not be written under the target folder, or null. */
-export function unsafeName(name: Buffer): string | null {
-  if (name.length === 0) return 'has an empty name';
-  if (name.includes(0)) return 'has a NUL byte in its name';
-  if (name[0] === SLASH) return 'has an absolute name';
-  for (const part of splitName(name)) if (part.length === 2 && part[0] === 0x2e && part[1] === 0x2e) return 'has a ".." component';
-  return null;
-}
-
-/** Components, without empty ones and `.`. */
-function splitName(name: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  let start = 0;
-  for (let i = 0; i <= name.length; i++) {
-    if (i === name.length || name[i] === SLASH) {
-      const part = name.subarray(start, i);
-      if (part.length > 0 && !(part.length === 1 && part[0] === 0x2e)) out.push(part);
-      start = i + 1;
-    }
-  }
-  return out;
-}
-
 class Refused extends Error {}
 
 export class Extractor {
-  readonly stats: ExtractStats = { files: 0, bytes: 0, directories: 0, symlinks: 0, hardlinks: 0, others: 0, problems: 0 };
+  readonly stats: ExtractStats = { files: 0, bytes: 0, directories: 0, symlinks: 0, hardlinks: 0, others: 0, alreadyThere: 0, differing: 0, problems: 0 };
   private readonly root: Buffer;
   /** Relative folders (latin1 keys) known to be real directories, made or checked by this run. */
   private readonly verified = new Set<string>();
   private readonly dirTimes: { path: Buffer; m: TarMember }[] = [];
   /** A file that failed part-way and could not be removed. */
   private leftIncomplete: string | null = null;
+  /** The file being written (created by this run), between its open and its close. */
+  private writing: { target: Buffer; fd: number } | null = null;
 
   constructor(private readonly opts: ExtractOptions) {
     this.root = Buffer.from(openTarget(opts.dir));
@@ -146,6 +133,22 @@ export class Extractor {
   }
 
   /**
+   * For a signal that ends the restore: closes and removes the file being written, if any (writes
+   * are synchronous, so a handler runs between two of them). Returns its name and whether it is gone.
+   */
+  abandon(): { name: string; removed: boolean } | null {
+    const w = this.writing;
+    if (!w) return null;
+    this.writing = null;
+    try {
+      fs.closeSync(w.fd);
+    } catch {
+      /* removing it is what matters */
+    }
+    return { name: printableName(w.target.subarray(this.root.length + 1)), removed: this.discard(w.target) };
+  }
+
+  /**
    * The absolute path for `parts`, after making sure every folder above it is a real directory
    * (created when missing). For a non-folder member the path itself must not exist unless
    * `force`, and is then removed (never a folder).
@@ -166,22 +169,35 @@ export class Extractor {
     return Buffer.concat([path, Buffer.of(SLASH), parts[parts.length - 1]]);
   }
 
-  /** `target` exists where a member goes: refused, unless `force` and not a folder (then removed). */
-  private existing(target: Buffer): void {
+  /**
+   * What is at `target` where a member goes: true when it is already what the member would make
+   * (counted, left alone). A folder is never replaced; anything else is removed with `force`, and
+   * refused without it, saying how it differs.
+   */
+  private existing(target: Buffer, wanted: Wanted): boolean {
     const st = fs.lstatSync(target, { throwIfNoEntry: false });
-    if (!st) return;
+    if (!st) return false;
     if (st.isDirectory()) throw new Refused('not restored: a folder of that name exists');
-    if (!this.opts.force) throw new Refused('not restored: it exists (--force replaces it)');
-    fs.unlinkSync(target);
+    if (this.opts.force) {
+      fs.unlinkSync(target);
+      return false;
+    }
+    const differs = howItDiffers(target, st, wanted);
+    if (differs === null) {
+      this.stats.alreadyThere++;
+      return true;
+    }
+    this.stats.differing++;
+    throw new Refused(`not restored: it exists and differs: ${differs} (--force replaces it)`);
   }
 
-  /** Runs `make`, and once more after existing() when the name was taken. */
-  private replacing<T>(target: Buffer, make: () => T): T {
+  /** Runs `make`, and once more after existing() when the name was taken; null when the entry is already there. */
+  private replacing<T>(target: Buffer, wanted: Wanted, make: () => T): T | null {
     try {
       return make();
     } catch (err) {
       if (errnoCode(err) !== 'EEXIST') throw err;
-      this.existing(target);
+      if (this.existing(target, wanted)) return null;
       return make();
     }
   }
@@ -194,7 +210,10 @@ export class Extractor {
   private directory(target: Buffer, m: TarMember): void {
     const st = fs.lstatSync(target, { throwIfNoEntry: false });
     if (st && !st.isDirectory()) {
-      if (!this.opts.force) throw new Refused(`not restored: ${st.isSymbolicLink() ? 'a symlink' : 'a file'} of that name exists (--force replaces it)`);
+      if (!this.opts.force) {
+        this.stats.differing++;
+        throw new Refused(`not restored: it exists and differs: ${howItDiffers(target, st, { type: 'directory' })} (--force replaces it)`);
+      }
       // The link itself goes, never what it points to.
       fs.unlinkSync(target);
     }
@@ -205,7 +224,10 @@ export class Extractor {
   }
 
   private async file(target: Buffer, m: TarMember, reader: TarReader, sparse: { realSize: number } | null): Promise<void> {
-    const fd = this.replacing(target, () => fs.openSync(target, O_NEW, createMode(m.mode)));
+    const wanted: Wanted = { type: 'file', size: sparse ? sparse.realSize : m.size, mtime: m.mtime };
+    const fd = this.replacing(target, wanted, () => fs.openSync(target, O_NEW, createMode(m.mode)));
+    if (fd === null) return;
+    this.writing = { target, fd };
     let open = true;
     let bytes = 0;
     try {
@@ -223,8 +245,10 @@ export class Extractor {
       fs.futimesSync(fd, m.mtime, m.mtime);
       // close() releases the descriptor even when it fails (a write that failed late).
       open = false;
+      this.writing = null;
       fs.closeSync(fd);
     } catch (err) {
+      this.writing = null;
       if (open) {
         try {
           fs.closeSync(fd);
@@ -239,17 +263,19 @@ export class Extractor {
     this.stats.files++;
   }
 
-  /** Removes a file this run created and could not finish (made O_EXCL, it is ours). */
-  private discard(target: Buffer): void {
+  /** Removes a file this run created and could not finish (made O_EXCL, it is ours); false when it stays. */
+  private discard(target: Buffer): boolean {
     try {
       fs.unlinkSync(target);
+      return true;
     } catch {
       this.leftIncomplete = printableName(target.subarray(this.root.length + 1));
+      return false;
     }
   }
 
   private symlink(target: Buffer, m: TarMember): void {
-    this.replacing(target, () => fs.symlinkSync(m.linkname, target));
+    if (this.replacing(target, { type: 'symlink', linkname: m.linkname }, () => fs.symlinkSync(m.linkname, target)) === null) return;
     const owner = this.ownerOf(m);
     if (owner) fs.lchownSync(target, owner.uid, owner.gid);
     fs.lutimesSync(target, m.mtime, m.mtime);
@@ -263,20 +289,24 @@ export class Extractor {
     if (parts.length === 0) throw new Refused('refused: it links to the target folder itself');
     // The target's folders must be real directories too; the target itself must already be here.
     let path = this.root;
+    let to: fs.Stats | undefined;
+    // parts is not empty: `to` is the link target's own entry after the loop.
     for (let i = 0; i < parts.length; i++) {
       path = Buffer.concat([path, Buffer.of(SLASH), parts[i]]);
-      const st = fs.lstatSync(path, { throwIfNoEntry: false });
-      if (!st) throw new Refused(`not restored: its link target ${printableName(m.linkname)} was not restored`);
-      if (i < parts.length - 1 && !st.isDirectory()) throw new Refused(`refused: the way to its link target goes through ${st.isSymbolicLink() ? 'a symlink' : 'a file'}`);
-      if (i === parts.length - 1 && st.isDirectory()) throw new Refused('refused: a hard link to a folder');
+      to = fs.lstatSync(path, { throwIfNoEntry: false });
+      if (!to) throw new Refused(`not restored: its link target ${printableName(m.linkname)} was not restored`);
+      if (i < parts.length - 1 && !to.isDirectory()) throw new Refused(`refused: the way to its link target goes through ${to.isSymbolicLink() ? 'a symlink' : 'a file'}`);
+      if (i === parts.length - 1 && to.isDirectory()) throw new Refused('refused: a hard link to a folder');
     }
-    this.replacing(target, () => fs.linkSync(path, target));
+    const wanted: Wanted = { type: 'hardlink', to: to as fs.Stats, linkname: m.linkname };
+    if (this.replacing(target, wanted, () => fs.linkSync(path, target)) === null) return;
     this.stats.hardlinks++;
   }
 
   /** FIFOs and devices: made by mkfifo / mknod (devices only as root). */
   private special(target: Buffer, m: TarMember): void {
-    this.existing(target);
+    const wanted: Wanted = m.type === 'fifo' ? { type: 'fifo' } : { type: m.type === 'char-device' ? 'char-device' : 'block-device', major: m.devmajor, minor: m.devminor };
+    if (this.existing(target, wanted)) return;
     const text = target.toString('utf8');
     if (!Buffer.from(text, 'utf8').equals(target)) throw new Refused(`not restored: a ${m.type} whose name is not UTF-8 cannot be made`);
     const mode = (m.mode & 0o7777).toString(8);
@@ -289,15 +319,4 @@ export class Extractor {
     fs.utimesSync(target, m.mtime, m.mtime);
     this.stats.others++;
   }
-}
-
-/** A member's real name: a GNU sparse 1.0 member carries it (and its size) in PAX records. */
-export function realName(m: TarMember): { name: Buffer; sparse: { realSize: number } | null } {
-  const major = m.pax.get('GNU.sparse.major')?.toString();
-  const sparseName = m.pax.get('GNU.sparse.name');
-  if (m.type === 'file' && major === '1' && sparseName) {
-    const realSize = Number(m.pax.get('GNU.sparse.realsize')?.toString() ?? 'NaN');
-    if (Number.isSafeInteger(realSize) && realSize >= 0) return { name: sparseName, sparse: { realSize } };
-  }
-  return { name: m.name, sparse: null };
 }
