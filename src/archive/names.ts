@@ -11,8 +11,9 @@ const ARCHIVE_NAME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3})\.
 /** The file extension of each format. */
 export const ARCHIVE_EXTENSION: Record<ArchiveFormat, string> = { gzip: 'tar.gz', zstd: 'tar.zst' };
 
+/** A name the server could have given: the pattern, and a real time (no month 13, no 25 o'clock). */
 export function isArchiveName(name: string): boolean {
-  return ARCHIVE_NAME.test(name);
+  return archiveTime(name) !== null;
 }
 
 /** `2026-02-11T02-00-00-000.tar.gz`: UTC, no ':' so it is safe on every filesystem. */
@@ -25,7 +26,9 @@ export function archiveTime(name: string): number | null {
   const m = ARCHIVE_NAME.exec(name);
   if (!m) return null;
   const [y, mo, d, h, mi, s, ms] = m.slice(1, 8).map(Number);
-  return Date.UTC(y, mo - 1, d, h, mi, s, ms);
+  const t = Date.UTC(y, mo - 1, d, h, mi, s, ms);
+  // Date.UTC rolls 2026-13-45 over into 2027: such a name is no archive's.
+  return archiveName(t, 'gzip').slice(0, 23) === name.slice(0, 23) ? t : null;
 }
 
 /**

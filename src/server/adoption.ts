@@ -8,7 +8,8 @@ import { ChunkAssembler, type AssemblerState } from './chunk-assembler.js';
 import { ChunkJournal, type ChunkRecord } from './chunk-journal.js';
 import { ChunkStreams } from './chunk-stream-receiver.js';
 import type { ServerContext } from './context.js';
-import { hashPrefix, openFd } from './file-io.js';
+import { hashPrefix } from './file-io.js';
+import { openRegularFd } from './storage-entries.js';
 import { finishInterruptedCommit } from './interrupted-commit.js';
 import { parallelSession, sessionContext, singleSession, type Session } from './session.js';
 import { readRecord, sessionFiles, type SessionRecord } from './session-record.js';
@@ -45,16 +46,20 @@ async function adoptOne(ctx: ServerContext, storage: Storage, recordPath: string
     throw new Error('the record does not belong where it lies');
   }
   if (record.committing && (await finishInterruptedCommit(ctx, storage, { ...record, committing: record.committing }, files))) return;
-  const age = Date.now() - (await fs.promises.stat(files.temp)).mtimeMs;
-  if (age >= ttl) return;
-  const fd = await openFd(files.temp, 'r+', 0o640);
+  // Opened, never followed: a temporary name planted as a symlink must not be read, cut or appended to.
+  const fd = await openRegularFd(files.temp, fs.constants.O_RDWR);
+  const st = fs.fstatSync(fd);
+  const age = Date.now() - st.mtimeMs;
+  if (age >= ttl) {
+    fs.closeSync(fd);
+    return;
+  }
   const temp = { path: files.temp, fd };
   const who = { id: record.id, agent: record.agent, storage, backup: record.backup, temp, version: record.version, format };
   let session: Session;
   try {
     if (record.mode === 'single') {
-      const size = (await fs.promises.stat(files.temp)).size;
-      session = singleSession(who, await BodyReceiver.adopt(fd, size, storage.space));
+      session = singleSession(who, await BodyReceiver.adopt(fd, st.size, storage.space));
     } else {
       session = parallelSession(who, await adoptChunks(record, fd, files, storage));
     }
@@ -73,7 +78,7 @@ async function adoptOne(ctx: ServerContext, storage: Storage, recordPath: string
  * stream order, without a gap).
  */
 async function adoptChunks(record: SessionRecord, fd: number, files: ReturnType<typeof sessionFiles>, storage: Storage): Promise<ChunkStreams> {
-  const records = fs.existsSync(files.journal) ? await ChunkJournal.read(files.journal) : [];
+  const records = (await exists(files.journal)) ? await ChunkJournal.read(files.journal) : [];
   const inFile = new Map<number, ChunkRecord>();
   const staged = new Map<number, ChunkRecord>();
   for (const r of records) (r.where === 'file' ? inFile : staged).set(r.seq, r);
@@ -84,8 +89,8 @@ async function adoptChunks(record: SessionRecord, fd: number, files: ReturnType<
     nextSeq++;
   }
   // Anything appended after the last recorded chunk was never acknowledged: cut it off.
-  await fs.promises.truncate(files.temp, written);
-  const stagingSize = fs.existsSync(files.staging) ? (await fs.promises.stat(files.staging)).size : 0;
+  await new Promise<void>((resolve, reject) => fs.ftruncate(fd, written, (err) => (err ? reject(err) : resolve())));
+  const stagingSize = (await exists(files.staging)) ? (await fs.promises.lstat(files.staging)).size : 0;
   const waiting = [...staged.values()].filter((r) => r.seq >= nextSeq && r.at + r.length <= stagingSize);
   const state: AssemblerState = {
     written,
@@ -112,6 +117,11 @@ async function adoptChunks(record: SessionRecord, fd: number, files: ReturnType<
     if (last >= 0) s.recovered = { chunkSeq: last, offset };
   }
   return streams;
+}
+
+/** Whether anything (a symlink too) has this name: what it is, its opening says. */
+async function exists(p: string): Promise<boolean> {
+  return fs.promises.lstat(p).then(() => true, () => false);
 }
 
 function groupBy<T>(items: T[], key: (t: T) => number): Map<number, T[]> {

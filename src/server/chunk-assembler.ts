@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import { NbackupError, errorMessage } from '../errors.js';
 import type { SpaceClaims } from './body-receiver.js';
 import type { ChunkJournal } from './chunk-journal.js';
-import { openFd, readAll, writeAll } from './file-io.js';
+import { readAll, writeAll } from './file-io.js';
+import { openRegularFd } from './storage-entries.js';
 
 /**
  * Reassembles the chunks of a parallel session into the temporary file, strictly in global
@@ -100,7 +101,7 @@ export class ChunkAssembler {
     this.nextSeq = state.nextSeq;
     this.hash = state.hash;
     if (state.staged.length === 0) return;
-    this.stagingFd = await openFd(this.stagingPath, 'r+', 0o600);
+    this.stagingFd = await openRegularFd(this.stagingPath, fs.constants.O_RDWR);
     for (const c of state.staged) {
       const w: Waiting = { seq: c.seq, origin: c.origin, data: null, inMem: false, staged: { offset: c.at, length: c.length }, stored: Promise.resolve(), resolve: () => {}, reject: () => {} };
       this.waiting.set(c.seq, w);
@@ -258,7 +259,7 @@ export class ChunkAssembler {
   private async spill(w: Waiting): Promise<void> {
     const data = w.data;
     if (!data) return; // its turn came first: already in the file
-    if (this.stagingFd < 0) this.stagingFd = await openFd(this.stagingPath, 'w+', 0o600);
+    if (this.stagingFd < 0) this.stagingFd = await openRegularFd(this.stagingPath, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC);
     const offset = this.stagingEnd;
     this.stagingEnd += data.length;
     await this.claimed(data.length, () => writeAll(this.stagingFd, data, offset));

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { openFd, writeAll } from './file-io.js';
+import { writeAll } from './file-io.js';
+import { openRegular, openRegularFd } from './storage-entries.js';
 
 /**
  * The record of where a parallel session's chunks are stored, kept beside its temporary file so
@@ -52,19 +53,20 @@ export class ChunkJournal {
 
   /** A new, empty journal (a new session). */
   static async create(path: string): Promise<ChunkJournal> {
-    return new ChunkJournal(await openFd(path, 'w', 0o600), 0);
+    return new ChunkJournal(await openRegularFd(path, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC), 0);
   }
 
   /** An existing journal to append to (an adopted session), after its last whole record. */
   static async reopen(path: string): Promise<ChunkJournal> {
-    const fd = await openFd(path, 'r+', 0o600);
+    const fd = await openRegularFd(path, fs.constants.O_RDWR);
     const size = fs.fstatSync(fd).size;
     return new ChunkJournal(fd, size - (size % RECORD));
   }
 
   /** Every whole record of a journal file, in the order written. */
   static async read(path: string): Promise<ChunkRecord[]> {
-    const data = await fs.promises.readFile(path);
+    const fh = await openRegular(path);
+    const data = await fh.readFile().finally(() => fh.close());
     const out: ChunkRecord[] = [];
     for (let at = 0; at + RECORD <= data.length; at += RECORD) out.push(decode(data.subarray(at, at + RECORD)));
     return out;

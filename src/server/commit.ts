@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { AbortReason, FinalStatus, speaksReasons } from '../../protocol/constants.js';
 import { encodeFinalAck } from '../../protocol/frames.js';
 import { errorMessage } from '../errors.js';
@@ -43,16 +44,20 @@ export async function concludeSession(ctx: ServerContext, session: Session, conn
   try {
     const tempPath = session.temp.path;
     const files = sessionFiles(tempPath);
+    // Its folder swapped for a symlink since the session began: write nothing through it.
+    await session.storage.checkFolder(path.dirname(tempPath));
     // A server that dies from here on may have committed: its successor must not take the session
     // up again (the agent would send the whole backup once more), but answer COMMITTED.
     await writeRecord(files.record, { ...recordOf(session), committing: { size: result.dataSize, sha256: result.sha256 } });
-    const { file, removed, clockBehindMs } = await session.storage.commit(session.temp, result.dataSize, result.sha256);
+    const { file, removed, clockBehindMs, odd, failed } = await session.storage.commit(session.temp, result.dataSize, result.sha256);
     if (clockBehindMs > 0) {
       log.warn(
         { ...sessionContext(session), behindS: Math.round(clockBehindMs / 1000), file },
         'the server clock is behind the newest archive; the new archive is named just after it, so names keep their commit order',
       );
     }
+    if (failed) log.error({ ...sessionContext(session), file, reason: failed }, 'the archive is committed, but the retention after it failed');
+    if (odd.count > 0) log.warn({ ...sessionContext(session), ...odd.fields() }, 'retention left alone what is not an archive the server made');
     session.closed = true;
     registry.committed(session, result.dataSize, Buffer.from(result.sha256, 'hex'), file);
     if (session.mode === 'parallel') {

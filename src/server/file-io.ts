@@ -16,10 +16,6 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export function openFd(path: string, flags: string, mode: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(path, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
 export async function writeAll(fd: number, data: Buffer, position: number): Promise<void> {
   let off = 0;
   while (off < data.length) {

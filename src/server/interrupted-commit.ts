@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { isArchiveName } from '../archive/names.js';
 import { errnoCode } from '../errors.js';
-import { recordedSha, shaLine, SHA_SUFFIX, writeFileAtomic } from './catalog.js';
+import { archivesIn, recordedSha, shaLine, SHA_SUFFIX, writeFileAtomic } from './catalog.js';
 import type { ServerContext } from './context.js';
 import { fsyncDir } from './file-io.js';
 import type { sessionFiles, SessionRecord } from './session-record.js';
@@ -34,7 +33,8 @@ export async function finishInterruptedCommit(
   if ((await recordedSha(archive))?.toString('hex') !== sha256) await writeFileAtomic(dir, path.basename(archive) + SHA_SUFFIX, shaLine(archive, sha256));
   for (const f of Object.values(files)) await fs.promises.rm(f, { force: true });
   await fsyncDir(dir);
-  const removed = await storage.rotate(dir, path.basename(archive));
+  const { removed, odd } = await storage.rotate(dir, path.basename(archive));
+  if (odd.count > 0) ctx.log.warn({ session: record.id, ...odd.fields() }, 'retention left alone what is not an archive the server made');
   ctx.registry.rememberCommitted(record.id, { agent: record.agent, storage: record.storage, size, sha256: Buffer.from(sha256, 'hex'), file: archive });
   ctx.log.info(
     { session: record.id, agent: record.agent, storage: record.storage, backup: record.backup, file: archive, bytes: size, rotated: removed },
@@ -45,10 +45,10 @@ export async function finishInterruptedCommit(
 
 /** The archive the interrupted commit linked, or null when it did not get that far. */
 async function committedArchive(dir: string, temp: string, sha256: string): Promise<string | null> {
-  const archives = (await fs.promises.readdir(dir)).filter(isArchiveName).map((n) => path.join(dir, n));
+  const archives = (await archivesIn(dir)).map((n) => path.join(dir, n));
   let tempStat: fs.Stats | null = null;
   try {
-    tempStat = await fs.promises.stat(temp);
+    tempStat = await fs.promises.lstat(temp);
   } catch (err) {
     if (errnoCode(err) !== 'ENOENT') throw err;
   }

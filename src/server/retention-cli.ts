@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { backupFolders, removeArchive } from './catalog.js';
 import { selectStorages } from './storage-selection.js';
+import { OddEntries, OddEntryError } from './storage-entries.js';
 
 /**
  * `nbackup-server retention [--dry-run] [--storage S] [--agent A]`: applies each storage's `keep`
@@ -11,9 +12,10 @@ import { selectStorages } from './storage-selection.js';
 export async function runRetention(configPath: string, o: { dryRun: boolean; storage?: string; agent?: string }): Promise<number> {
   const storages = await selectStorages(configPath, o);
   let deleted = 0;
+  const odd = new OddEntries();
   for (const s of storages) {
-    for (const { agent: a, backup: b, dir } of await backupFolders(s, o.agent)) {
-      const decisions = await s.retention(dir);
+    for (const { agent: a, backup: b, dir } of await backupFolders(s, o.agent, undefined, odd)) {
+      const decisions = await s.retention(dir, odd);
       if (decisions.length === 0) continue;
       const policy = Object.entries(s.config.keep).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
       process.stdout.write(`${s.name}/${a}/${b} (keep ${policy}):\n`);
@@ -21,7 +23,13 @@ export async function runRetention(configPath: string, o: { dryRun: boolean; sto
         if (d.keep) {
           process.stdout.write(`  keep    ${d.name}  (${d.reasons.join(', ')})\n`);
         } else {
-          if (!o.dryRun) await removeArchive(path.join(dir, d.name));
+          try {
+            if (!o.dryRun) await removeArchive(path.join(dir, d.name));
+          } catch (err) {
+            if (!(err instanceof OddEntryError)) throw err;
+            odd.addError(err);
+            continue;
+          }
           deleted++;
           process.stdout.write(`  ${o.dryRun ? 'would delete' : 'deleted'} ${d.name}  (no rule keeps it)\n`);
         }
@@ -32,6 +40,9 @@ export async function runRetention(configPath: string, o: { dryRun: boolean; sto
       }
     }
   }
+  // Symlinked folders and things named like archives that are not: never followed, never deleted.
+  for (const i of odd.items) process.stdout.write(`skipped ${i.path}  (${i.why})\n`);
+  if (odd.count > odd.items.length) process.stdout.write(`skipped … and ${odd.count - odd.items.length} more\n`);
   process.stdout.write(`${deleted} archive${deleted === 1 ? '' : 's'} ${o.dryRun ? 'would be deleted (dry run)' : 'deleted'}\n`);
   return 0;
 }

@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { decodeClientHello } from '../../protocol/frames.js';
@@ -27,6 +26,7 @@ import { ServerMetrics } from './metrics/server-metrics.js';
 import { VerifySchedule } from './verify-schedule.js';
 import { SessionRegistry } from './registry.js';
 import { Storage } from './storage.js';
+import { OddEntries, OddEntryError, removeFileEntry } from './storage-entries.js';
 
 /**
  * The listener: accepts mTLS connections, reads the first frame (whose magic says what the
@@ -86,11 +86,18 @@ export class BackupServer {
     for (const storage of storages.values()) await storage.check();
     const adopted = await adoptSessions(this.ctx);
     for (const storage of storages.values()) {
-      for (const tmp of await storage.tempFiles()) {
+      const odd = new OddEntries();
+      for (const tmp of await storage.tempFiles(odd)) {
         if (adopted.has(tmp)) continue;
-        await fs.promises.rm(tmp, { force: true });
-        log.info({ file: tmp, storage: storage.name }, 'removed orphan temporary file');
+        try {
+          if (await removeFileEntry(tmp)) log.info({ file: tmp, storage: storage.name }, 'removed orphan temporary file');
+        } catch (err) {
+          // What the server cannot remove does not keep it from starting.
+          if (err instanceof OddEntryError) odd.addError(err);
+          else log.warn({ file: tmp, storage: storage.name, err: errorMessage(err) }, 'an orphan temporary file cannot be removed');
+        }
       }
+      if (odd.count > 0) log.warn({ storage: storage.name, ...odd.fields() }, 'the storage holds what the server did not make (symlinks, folders, FIFOs under its names); left alone');
     }
     const { host, port } = config.server;
     await new Promise<void>((resolve, reject) => {

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import type { ArchiveFormat } from '../config/index.js';
 import { errorMessage } from '../errors.js';
+import { readSmallRegular, SAFE_OPEN } from './storage-entries.js';
 
 /**
  * What a session needs to outlive the server process, in a small JSON file beside its temporary
@@ -39,7 +40,7 @@ export function sessionFiles(tempPath: string): { temp: string; staging: string;
 /** Written whole or not at all: a new file, fsynced, renamed over the old one. The caller fsyncs the folder. */
 export async function writeRecord(path: string, record: SessionRecord): Promise<void> {
   const next = path.replace(/\.tmp$/, '.new.tmp');
-  const fh = await fs.promises.open(next, 'w', 0o600);
+  const fh = await fs.promises.open(next, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | SAFE_OPEN, 0o600);
   try {
     await fh.writeFile(JSON.stringify(record) + '\n');
     await fh.sync();
@@ -49,11 +50,14 @@ export async function writeRecord(path: string, record: SessionRecord): Promise<
   await fs.promises.rename(next, path);
 }
 
-/** The record at `path`, or why it cannot be used. */
+/** A record is a few hundred bytes; a larger file under a record's name is not one. */
+const RECORD_LIMIT = 64 * 1024;
+
+/** The record at `path`, or why it cannot be used (a symlink, a FIFO, a folder: not followed nor waited on). */
 export async function readRecord(path: string): Promise<SessionRecord | string> {
   let value: unknown;
   try {
-    value = JSON.parse(await fs.promises.readFile(path, 'utf8'));
+    value = JSON.parse((await readSmallRegular(path, RECORD_LIMIT)).toString('utf8'));
   } catch (err) {
     return `unreadable session record: ${errorMessage(err)}`;
   }

@@ -6,6 +6,7 @@ import { CronTimer } from '../schedule/cron-timer.js';
 import type { ServerMetrics } from './metrics/server-metrics.js';
 import type { Storage } from './storage.js';
 import { archivesToVerify, verifyArchive } from './verify.js';
+import { OddEntries } from './storage-entries.js';
 
 /**
  * `server.verify.schedule`: the running server re-reads every archive of every storage on a cron
@@ -56,7 +57,9 @@ export class VerifySchedule {
     for (const storage of this.storages.values()) {
       let files: string[];
       try {
-        files = await archivesToVerify([storage]);
+        const odd = new OddEntries();
+        files = await archivesToVerify([storage], undefined, odd);
+        if (odd.count > 0) this.log.warn({ storage: storage.name, ...odd.fields() }, 'scheduled verify skipped what is not an archive the server made');
       } catch (err) {
         this.log.error({ storage: storage.name, err: errorMessage(err) }, 'scheduled verify cannot list the storage');
         continue;

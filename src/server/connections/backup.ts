@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import path from 'node:path';
 import { AckStatus, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, speaksAdmission, speaksReasons } from '../../../protocol/constants.js';
 import { decodeMode, encodeAck, type Handshake, type Mode } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
@@ -51,7 +52,9 @@ export async function serveBackup(ctx: ServerContext, conn: Connection, hs: Hand
   try {
     const mode = await frames.read(decodeMode, ctx.config.server.handshake_timeout, 'stream mode');
     session = await newSession(who, mode, files.journal);
-    // Beside the temporary file, what a restarted server needs to take the session up again.
+    // Beside the temporary file, what a restarted server needs to take the session up again (never
+    // through a folder swapped for a symlink since the file was made).
+    await storage.checkFolder(path.dirname(temp.path));
     await writeRecord(files.record, recordOf(session));
   } catch (err) {
     abandonAdmission(ctx, claim);

@@ -7,6 +7,7 @@ import { errorMessage } from '../../errors.js';
 import { peerName, type Connection, type ServerContext } from '../context.js';
 import { SocketPump } from '../socket-pump.js';
 import { NoSpaceError } from '../space-guard.js';
+import { SAFE_OPEN } from '../storage-entries.js';
 
 /** Largest index accepted (an index of tens of millions of files stays well below it). */
 export const MAX_INDEX_BYTES = 1024 * 1024 * 1024;
@@ -32,15 +33,19 @@ export async function serveIndexPut(ctx: ServerContext, conn: Connection, req: I
   const final = committed.file + INDEX_SUFFIX;
   const tmp = path.join(dir, `.${path.basename(final)}.tmp`);
   // An index draws on the free space above min_free like an archive does, all of it up front.
-  const space = ctx.storages.get(committed.storage)?.space;
-  if (!space) return answer(ReadStatus.NOT_FOUND, `storage "${committed.storage}" is no longer configured`);
+  const storage = ctx.storages.get(committed.storage);
+  if (!storage) return answer(ReadStatus.NOT_FOUND, `storage "${committed.storage}" is no longer configured`);
+  const space = storage.space;
+  // The folder may have been swapped for a symlink since the commit: write nothing through it.
+  const folderProblem = await storage.checkFolder(dir).then(() => null, (err: unknown) => errorMessage(err));
+  if (folderProblem) return answer(ReadStatus.NOT_FOUND, `the archive's folder cannot be used: ${folderProblem}`);
   try {
     await space.claim(req.length);
   } catch (err) {
     if (err instanceof NoSpaceError) return answer(ReadStatus.REJECT, `index not stored: ${err.message}`);
     throw err;
   }
-  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o640).catch((err: unknown) => {
+  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | SAFE_OPEN, 0o640).catch((err: unknown) => {
     space.written(req.length);
     throw err;
   });

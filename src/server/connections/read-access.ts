@@ -3,6 +3,7 @@ import { nameProblem } from '../../../protocol/names.js';
 import { isArchiveName } from '../../archive/names.js';
 import { peerName, type Connection, type ServerContext } from '../context.js';
 import type { Storage } from '../storage.js';
+import { OddEntryError, realFolder } from '../storage-entries.js';
 
 /** Why a read-side request is refused, as its answer says it; null when it may go on. */
 export type Refusal = { status: ReadStatus; message: string };
@@ -23,16 +24,25 @@ export function checkReader(ctx: ServerContext, conn: Connection, req: { version
   return null;
 }
 
-/** The storage and archive path a READ names, or why not. */
-export function locateArchive(
+/**
+ * The storage and archive path a READ names, or why not. The agent's and the backup's folders must
+ * be real folders: through a symlink planted in the storage nothing is read (the server logs it).
+ */
+export async function locateArchive(
   ctx: ServerContext,
   req: { agent: string; storage: string; backup: string; name: string },
-): { storage: Storage; dir: string; file: string } | Refusal {
+): Promise<{ storage: Storage; dir: string; file: string } | Refusal> {
   const storage = ctx.storages.get(req.storage);
   if (!storage) return { status: ReadStatus.NOT_FOUND, message: `no storage named "${req.storage}"` };
   const problem = nameProblem(req.backup);
   if (problem) return { status: ReadStatus.REJECT, message: `backup name ${JSON.stringify(req.backup)} ${problem}` };
   if (!isArchiveName(req.name)) return { status: ReadStatus.REJECT, message: `"${req.name}" is not an archive name (<timestamp>.tar.gz or .tar.zst)` };
   const dir = storage.backupDir(req.agent, req.backup);
+  try {
+    await realFolder(storage.baseDir, [req.agent, req.backup]);
+  } catch (err) {
+    if (err instanceof OddEntryError) ctx.log.warn({ storage: storage.name, path: err.path, reason: err.why }, 'read refused: the storage holds what the server did not make');
+    return { status: ReadStatus.NOT_FOUND, message: `${req.storage}/${req.backup}/${req.name} does not exist${err instanceof OddEntryError ? ' (its folder is not one the server made)' : ''}` };
+  }
   return { storage, dir, file: `${dir}/${req.name}` };
 }

@@ -6,10 +6,11 @@ import { INDEX_SUFFIX } from '../../archive/index-header.js';
 import { errnoCode, errorMessage } from '../../errors.js';
 import type { Connection, ServerContext } from '../context.js';
 import { checkReader, locateArchive } from './read-access.js';
+import { OddEntryError, openRegular } from '../storage-entries.js';
 
 /**
  * `READ` (version 5): a byte range of one of the peer's own archives (or of its index). The file is
- * opened without following symlinks and read from that descriptor, so a rotation meanwhile does not
+ * opened only as a regular file (no symlink followed, no FIFO waited on) and read from that descriptor, so a rotation meanwhile does not
  * cut the answer short; the range is streamed with the socket's backpressure.
  */
 export async function serveRead(ctx: ServerContext, conn: Connection, req: ReadRequest): Promise<void> {
@@ -17,19 +18,23 @@ export async function serveRead(ctx: ServerContext, conn: Connection, req: ReadR
   const refuse = (r: { status: ReadStatus; message: string }): void => void socket.end(encodeReadHead({ ...r, length: 0 }));
   const refused = checkReader(ctx, conn, req);
   if (refused) return refuse(refused);
-  const at = locateArchive(ctx, req);
+  const at = await locateArchive(ctx, req);
   if ('status' in at) return refuse(at);
   const file = req.target === ReadTarget.INDEX ? at.file + INDEX_SUFFIX : at.file;
   let fh: fs.promises.FileHandle;
   try {
-    fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fh = await openRegular(file);
   } catch (err) {
+    const what = `${req.storage}/${req.backup}/${req.name}${req.target === ReadTarget.INDEX ? INDEX_SUFFIX : ''}`;
+    if (err instanceof OddEntryError) {
+      ctx.log.warn({ storage: at.storage.name, path: err.path, reason: err.why }, 'read refused: the storage holds what the server did not make');
+      return refuse({ status: ReadStatus.NOT_FOUND, message: `${what} is not a regular file` });
+    }
     const gone = errnoCode(err) === 'ENOENT';
     return refuse({ status: ReadStatus.NOT_FOUND, message: gone ? `${req.storage}/${req.backup}/${req.name}${req.target === ReadTarget.INDEX ? ' has no index' : ' does not exist'}` : errorMessage(err) });
   }
   try {
     const st = await fh.stat();
-    if (!st.isFile()) return refuse({ status: ReadStatus.NOT_FOUND, message: `${req.name} is not a regular file` });
     if (req.offset > st.size) return refuse({ status: ReadStatus.REJECT, message: `offset ${req.offset} is past the end (${st.size} bytes)` });
     const length = req.length === 0 ? st.size - req.offset : Math.min(req.length, st.size - req.offset);
     socket.write(encodeReadHead({ status: ReadStatus.OK, message: '', length }));
