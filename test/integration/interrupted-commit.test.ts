@@ -10,8 +10,8 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ResumeStatus } from '../../protocol/constants.js';
-import { decodeResumeAck, encodeResume, encodeSingleMode } from '../../protocol/frames.js';
+import { AbortStatus, ResumeStatus } from '../../protocol/constants.js';
+import { decodeAbortAck, decodeResumeAck, encodeResume, encodeSessionAbort, encodeSingleMode } from '../../protocol/frames.js';
 import type { Pki } from '../helpers/pki.js';
 import { runAgent, startServer, type ServerHandle } from '../helpers/proc.js';
 import { TempDirs } from '../helpers/tmp.js';
@@ -60,6 +60,30 @@ async function stopTraced(server: ServerHandle): Promise<void> {
     /* gone already */
   }
 }
+
+test('an abort that overtakes the session\'s set-up waits for it, and discards the session (fsync slowed by strace)', async () => {
+  const env = await tracedEnv('abort', ['-e', 'trace=fsync', '-e', 'inject=fsync:delay_enter=1500000']);
+  try {
+    const c = rawAgent(env.server.port, pki);
+    const ack = await rawHandshake(c, { agent: 'agent-a' });
+    c.write(encodeSingleMode());
+    // The session's record is being written (its fsync takes 1.5 s): GO was sent, the session is
+    // not registered yet. An agent told to stop twice sends its abort right now.
+    const dir = join(env.store, 'agent-a', 'app');
+    await waitUntilAsync(async () => (await tmpFiles(dir)).some((f) => f.includes(ack.sessionId) && f.endsWith('.session.new.tmp')), 10_000, 'the session record to be written', async () => (await tmpFiles(dir)).join(', '));
+    const a = rawAgent(env.server.port, pki);
+    await a.connected();
+    a.write(encodeSessionAbort({ sessionId: ack.sessionId, reason: 'told to stop twice' }));
+    const answer = await a.read(decodeAbortAck, 10_000, 'abort answer');
+    assert.equal(answer.status, AbortStatus.DISCARDED, `abort answered ${answer.status} (1 = NOT_FOUND: it did not wait for the set-up)`);
+    await env.server.waitForLog((l) => l.msg === 'session discarded' && l.session === ack.sessionId && /aborted by the agent/.test(String(l.reason)), 10_000);
+    await waitUntilAsync(async () => (await tmpFiles(dir)).length === 0, 10_000, 'the session files to be removed', async () => (await tmpFiles(dir)).join(', '));
+    c.destroy();
+    a.destroy();
+  } finally {
+    await stopTraced(env.server);
+  }
+});
 
 test('a resume that arrives while the commit runs hears COMMITTED (fsync slowed by strace)', async () => {
   const env = await tracedEnv('slow', ['-e', 'trace=fsync', '-e', 'inject=fsync:delay_enter=1500000']);

@@ -21,7 +21,8 @@ export async function serveAbort(ctx: ServerContext, conn: Connection, ab: Sessi
   }
   const committed = ctx.registry.committedSession(ab.sessionId);
   if (committed && committed.agent === cn) return answer(AbortStatus.COMMITTED);
-  const session = ctx.registry.byId(ab.sessionId);
+  // An abort may overtake the session's own set-up (GO is sent before the record is on disk).
+  const session = await ctx.registry.byIdWhenReady(ab.sessionId, ctx.config.server.handshake_timeout);
   if (!session || session.closed || session.agent !== cn) {
     ctx.log.warn({ remote, session: ab.sessionId, agent: cn, reason: ab.reason }, 'abort of an unknown session');
     return answer(AbortStatus.NOT_FOUND);
