@@ -22,11 +22,11 @@ export const EXIT_CODES: readonly ExitCode[] = [
   { code: 3, meaning: 'a certificate or key cannot be used', kinds: ['tls'] },
   { code: 4, meaning: 'the server cannot be reached or did not answer in time', kinds: ['network', 'timeout'] },
   { code: 70, meaning: 'internal error (a bug: please report it)', kinds: ['internal'] },
-  { code: 130, meaning: 'restore --to interrupted by SIGINT (Ctrl-C): the file being written is removed; stderr says how many were restored', kinds: [] },
-  { code: 143, meaning: 'restore --to interrupted by SIGTERM: likewise', kinds: [] },
+  { code: 130, meaning: 'restore --to interrupted by SIGINT (Ctrl-C): the file being written is removed; stderr says how many were restored. --once: the running backup is dropped on the server', kinds: [] },
+  { code: 143, meaning: 'restore --to or --once interrupted by SIGTERM: likewise', kinds: [] },
 ];
 
-/** The signals a restore stops at, with a status of its own (128 + the signal's number, as shells report it). */
+/** The signals a restore or a --once run stops at, with a status of its own (128 + the signal's number, as shells report it). */
 export type StopSignal = 'SIGINT' | 'SIGTERM';
 
 export function exitCodeForSignal(signal: StopSignal): number {

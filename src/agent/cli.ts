@@ -1,6 +1,6 @@
 import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
-import { EXIT_BACKUP_FAILED } from '../exit-codes.js';
+import { EXIT_BACKUP_FAILED, exitCodeForSignal, type StopSignal } from '../exit-codes.js';
 import { printableText } from '../printable.js';
 import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
 import { daysUntil, loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
@@ -168,8 +168,13 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
   state.control = startControl(state);
   // Admission (CDFE/CADM) needs the server to know the channel before the first handshake.
   if (state.control && !(await state.control.waitUntilUp(CONTROL_UP_WAIT_MS))) log.warn('control channel not up; going on without it');
+  const interrupt = onceInterrupt(log);
   let failed = 0;
   for (const entry of entries) {
+    if (interrupt.by) {
+      stderrLine(`backup "${entry.name}" not run: interrupted by ${interrupt.by}`);
+      continue;
+    }
     const progress = opts.progress ? new ProgressReporter(entry.name, process.stderr) : undefined;
     const scan = new AbortController();
     if (progress) {
@@ -177,7 +182,7 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
       void estimateFileBytes(entry.sources.map((s) => s.path), entry.exclude, scan.signal).then((bytes) => bytes !== null && progress.estimate(bytes));
     }
     try {
-      const outcome = await runEntry(entry, state, { progress });
+      const outcome = await runEntry(entry, state, { progress, signal: interrupt.signal, stopping: interrupt.signal });
       progress?.finish(`committed ${(outcome.bytes / 1e6).toFixed(1)} MB`);
     } catch (err) {
       const e = asNbackupError(err);
@@ -190,9 +195,43 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
       setLogInterceptor(log, null);
     }
   }
+  interrupt.remove();
   await state.control?.stop();
   await flushLogs(log);
+  if (interrupt.by) return exitCodeForSignal(interrupt.by);
   return failed === 0 ? 0 : EXIT_BACKUP_FAILED;
+}
+
+/**
+ * SIGINT or SIGTERM during `--once`: the running backup is aborted (its connections closed, the
+ * server told to drop the session and its temporary file), the entries after it are not run, and
+ * the exit status is 130 or 143. A second signal exits at once.
+ */
+function onceInterrupt(log: Logger): { readonly by: StopSignal | null; signal: AbortSignal; remove: () => void } {
+  const controller = new AbortController();
+  let by: StopSignal | null = null;
+  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
+    const handler = (): void => {
+      if (by) {
+        stderrLine(`${signal} again: exiting without waiting for the server`);
+        process.exit(exitCodeForSignal(signal));
+      }
+      by = signal;
+      log.warn({ signal }, 'interrupted: aborting the running backup');
+      controller.abort(new NbackupError('aborted', `interrupted by ${signal}; the server was asked to drop the session`));
+    };
+    process.on(signal, handler);
+    return [signal, handler] as const;
+  });
+  return {
+    get by() {
+      return by;
+    },
+    signal: controller.signal,
+    remove: () => {
+      for (const [signal, handler] of handlers) process.off(signal, handler);
+    },
+  };
 }
 
 /**

@@ -147,6 +147,34 @@ describe('agent daemon', { timeout: 180_000 }, () => {
     }
   });
 
+  it('--once: SIGTERM aborts the running backup, the server drops it, the next entry is not run, exit 143', async () => {
+    const env = await startEnv(tmp, pki, 'nbk-once-term-');
+    const proxy = await startProxy({ target: { host: '127.0.0.1', port: env.server.port }, plan: Array.from({ length: 50 }, () => ({ throttleBytesPerSec: MiB })) });
+    const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [
+      { name: 'app', storage: 'main', sources: [big] },
+      { name: 'later', storage: 'main', sources: [small] },
+    ]);
+    const yaml = join(env.dir, 'agent.yaml');
+    await writeYaml(yaml, cfg);
+    const once = spawnLogged(process.execPath, [AGENT_BIN, '--config', yaml, '--once']);
+    try {
+      await once.waitForLog((l) => l.msg === 'backup started', 15_000);
+      once.proc.kill('SIGTERM');
+      assert.deepEqual(await once.waitForExit(15_000), { code: 143, signal: null });
+      const out = once.output().join('\n');
+      assert.match(out, /backup "app" failed: interrupted by SIGTERM/, out);
+      assert.match(out, /backup "later" not run: interrupted by SIGTERM/, out);
+      await env.server.waitForLog((l) => l.msg === 'session discarded' && /aborted by the agent/.test(String(l.reason)), 10_000);
+      assert.deepEqual(await committedBackups(join(env.store, 'agent-a', 'app')), []);
+      assert.deepEqual(await tmpFiles(env.store), []);
+      assert.ok(!out.includes('    at '), `no stack trace:\n${out}`);
+    } finally {
+      await once.stop(2000).catch(() => undefined);
+      await proxy.close();
+      await env.server.stop();
+    }
+  });
+
   it('SIGTERM during a retry back-off stops at once instead of sleeping it out', async () => {
     // Nothing listens on the proxy's target once the server is gone: every connection fails.
     const r = await startDaemon('backoff', small, {
