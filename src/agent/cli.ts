@@ -1,6 +1,7 @@
 import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type BackupConfig } from '../config/index.js';
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED, exitCodeForSignal, type StopSignal } from '../exit-codes.js';
+import { catchStopSignals } from './stop-signals.js';
 import { printableText } from '../printable.js';
 import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
 import { daysUntil, loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
@@ -210,27 +211,21 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
 function onceInterrupt(log: Logger): { readonly by: StopSignal | null; signal: AbortSignal; remove: () => void } {
   const controller = new AbortController();
   let by: StopSignal | null = null;
-  const handlers = (['SIGINT', 'SIGTERM'] as const).map((signal) => {
-    const handler = (): void => {
-      if (by) {
-        stderrLine(`${signal} again: exiting without waiting for the server`);
-        process.exit(exitCodeForSignal(signal));
-      }
-      by = signal;
-      log.warn({ signal }, 'interrupted: aborting the running backup');
-      controller.abort(new NbackupError('aborted', `interrupted by ${signal}; the server was asked to drop the session`));
-    };
-    process.on(signal, handler);
-    return [signal, handler] as const;
+  const remove = catchStopSignals((signal) => {
+    if (by) {
+      stderrLine(`${signal} again: exiting without waiting for the server`);
+      process.exit(exitCodeForSignal(signal));
+    }
+    by = signal;
+    log.warn({ signal }, 'interrupted: aborting the running backup');
+    controller.abort(new NbackupError('aborted', `interrupted by ${signal}; the server was asked to drop the session`));
   });
   return {
     get by() {
       return by;
     },
     signal: controller.signal,
-    remove: () => {
-      for (const [signal, handler] of handlers) process.off(signal, handler);
-    },
+    remove,
   };
 }
 

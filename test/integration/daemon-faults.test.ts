@@ -8,7 +8,6 @@
  * proxy that stalls every connection.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +17,7 @@ import { AGENT_BIN, spawnLogged, startServer, writeYaml, type LoggedProcess, typ
 import { startProxy, type ConnPlan, type Proxy } from '../helpers/proxy.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { waitUntil } from '../helpers/wait.js';
-import { agentConfigObject, committedBackups, makeWorkspace, startEnv, tmpFiles, waitForTempBytes, writeServerConfig, type Env } from './harness.js';
+import { agentConfigObject, makeDaemonSources, committedBackups, makeWorkspace, startEnv, tmpFiles, waitForTempBytes, writeServerConfig, type Env } from './harness.js';
 
 const MiB = 1024 * 1024;
 const EVERY_2S = '*/2 * * * * *';
@@ -36,14 +35,7 @@ let big: string;
 before(async () => {
   ({ work, pki } = await makeWorkspace(tmp, 'nbk-dfaults-', ['agent-a']));
   oldPki = await makePki(join(work, 'pki-old'), { agents: ['agent-a'], backdateDays: 2 });
-  small = join(work, 'small');
-  fs.mkdirSync(small);
-  fs.writeFileSync(join(small, 'a.txt'), 'hello\n');
-  fs.writeFileSync(join(small, 'b.bin'), randomBytes(64 * 1024));
-  // Incompressible: through a 1 MiB/s proxy this takes about 6 s.
-  big = join(work, 'big');
-  fs.mkdirSync(big);
-  for (let i = 0; i < 3; i++) fs.writeFileSync(join(big, `r${i}.bin`), randomBytes(2 * MiB));
+  ({ small, big } = makeDaemonSources(work));
 });
 after(() => tmp.cleanup());
 

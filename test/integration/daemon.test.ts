@@ -6,7 +6,6 @@
  * come from a throttling TCP proxy between agent and server.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,7 +14,7 @@ import { AGENT_BIN, runAgent, spawnLogged, writeYaml, type LoggedProcess } from 
 import { startProxy, type Proxy } from '../helpers/proxy.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { waitUntil } from '../helpers/wait.js';
-import { agentConfigObject, committedBackups, makeWorkspace, startEnv, tmpFiles, type Env } from './harness.js';
+import { agentConfigObject, makeDaemonSources, committedBackups, makeWorkspace, startEnv, tmpFiles, type Env } from './harness.js';
 
 const MiB = 1024 * 1024;
 const EVERY_2S = '*/2 * * * * *';
@@ -28,14 +27,7 @@ let big: string;
 
 before(async () => {
   ({ work, pki } = await makeWorkspace(tmp, 'nbk-daemon-', ['agent-a', 'agent-b']));
-  small = join(work, 'small');
-  fs.mkdirSync(small);
-  fs.writeFileSync(join(small, 'a.txt'), 'hello\n');
-  fs.writeFileSync(join(small, 'b.bin'), randomBytes(64 * 1024));
-  // Incompressible: through a 1 MiB/s proxy this takes about 6 s.
-  big = join(work, 'big');
-  fs.mkdirSync(big);
-  for (let i = 0; i < 3; i++) fs.writeFileSync(join(big, `r${i}.bin`), randomBytes(2 * MiB));
+  ({ small, big } = makeDaemonSources(work));
 });
 after(() => tmp.cleanup());
 

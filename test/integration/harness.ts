@@ -31,6 +31,21 @@ export async function makeWorkspace(tmp: TempDirs, prefix: string, agents: strin
  * The shared test tree at `root`, plus `bulk.files` incompressible files of `bulk.size` bytes in
  * root/bulk (seeds bulk.seed, bulk.seed + 1, …), so a stream is long enough to cut.
  */
+/**
+ * The daemon suites' sources under `work`: `small` (two files, a backup of an instant) and `big`
+ * (6 MiB incompressible: about 6 s through a 1 MiB/s proxy).
+ */
+export function makeDaemonSources(work: string): { small: string; big: string } {
+  const small = join(work, 'small');
+  mkdirSync(small);
+  writeFileSync(join(small, 'a.txt'), 'hello\n');
+  writeFileSync(join(small, 'b.bin'), randomBytesSeeded(64 * 1024, 91));
+  const big = join(work, 'big');
+  mkdirSync(big);
+  for (let i = 0; i < 3; i++) writeFileSync(join(big, `r${i}.bin`), randomBytesSeeded(2 * 1024 * 1024, 92 + i));
+  return { small, big };
+}
+
 export async function makeSource(root: string, bulk?: { files: number; size: number; seed: number }): Promise<TreeInfo> {
   const tree = await makeTree(root);
   if (bulk) {

@@ -1,7 +1,6 @@
 import { exitCodeForSignal, type StopSignal } from '../../exit-codes.js';
+import { catchStopSignals } from '../stop-signals.js';
 import type { Extractor } from './extract.js';
-
-const SIGNALS: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];
 
 /**
  * SIGINT or SIGTERM during `restore --to`: the file being written is removed (a file is in the
@@ -11,13 +10,13 @@ const SIGNALS: readonly StopSignal[] = ['SIGINT', 'SIGTERM'];
  */
 export class RestoreInterrupt {
   private extractor: Extractor | null = null;
-  private readonly handlers: [StopSignal, () => void][] = SIGNALS.map((s) => [s, () => this.stop(s)]);
+  private readonly release: () => void;
 
   constructor(
     private readonly dir: string,
     private readonly say: (line: string) => void,
   ) {
-    for (const [signal, handler] of this.handlers) process.on(signal, handler);
+    this.release = catchStopSignals((signal) => this.stop(signal));
   }
 
   /** The extractor writing into the target, once there is one. */
@@ -27,7 +26,7 @@ export class RestoreInterrupt {
 
   /** Signals get their default action again. */
   remove(): void {
-    for (const [signal, handler] of this.handlers) process.off(signal, handler);
+    this.release();
   }
 
   private stop(signal: StopSignal): never {
