@@ -52,6 +52,8 @@ export interface NbackupRun {
 interface RunHooks {
   onServer(server: ServerHandle | null): void;
   interrupted(): boolean;
+  /** Runs after the server is up, right before the agent starts (the page-cache warm-up). */
+  beforeAgent(): Promise<void>;
 }
 
 export function modeLabel(m: Mode): string {
@@ -153,6 +155,7 @@ export async function runNbackup(nb: NbackupSetup, opts: Options, dirs: string[]
   hooks.onServer(server);
   try {
     await writeYaml(agentYaml, agentConfig(nb.pki, server.port, dirs, mode));
+    await hooks.beforeAgent();
     const { r, agentPeakRss, agentCpu, serverPeakRss, serverCpu } = await runAgent(agentYaml, server.proc.pid);
 
     if (r.code !== 0) {

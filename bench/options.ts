@@ -1,6 +1,6 @@
 /**
  * The benchmark's command line:
- * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--keep]`.
+ * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]`.
  */
 import { resolve } from 'node:path';
 
@@ -18,11 +18,16 @@ export interface Options {
   /** Measure restores (full and one file) instead of backups. */
   restore: boolean;
   keep: boolean;
+  /**
+   * Read the data again right before every timed run (default), not only once at the start: some
+   * machines drop page cache that has not been touched for seconds (DAMON's proactive reclaim).
+   */
+  warmEach: boolean;
 }
 
 export class UsageError extends Error {}
 
-export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--keep]
+export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]
   --dir PATH        folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
   --small-files N   back up N generated files of 1-4 KiB instead (e.g. 200000)
   --runs N          repetitions, medians reported when N > 1 (default 1)
@@ -31,6 +36,9 @@ export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] 
                     parallels value runs once per format, at the format's default level
   --restore         measure restores instead: the full restore against ssh cat | tar xzf, and one
                     small file through the index (time and bytes read)
+  --warm-once       read the data into the page cache once at the start, not before every timed run
+                    (each run reads it again by default: some machines evict page cache untouched
+                    for seconds, which leaves later runs reading from disk)
   --keep            keep the temporary folder`;
 
 /** Parses the arguments (after `node bench.js`); throws UsageError. `--help` prints USAGE and exits 0. */
@@ -42,6 +50,7 @@ export function parseOptions(argv: string[]): Options {
   let smallFiles = 0;
   let keep = false;
   let restore = false;
+  let warmEach = true;
   const intArg = (name: string, v: string | undefined, min: number, max: number): number => {
     const n = v === undefined ? NaN : Number(v);
     if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${name} expects an integer between ${min} and ${max}, got ${v ?? 'nothing'}`);
@@ -84,6 +93,9 @@ export function parseOptions(argv: string[]): Options {
       case '--restore':
         restore = true;
         break;
+      case '--warm-once':
+        warmEach = false;
+        break;
       case '-h':
       case '--help':
         process.stdout.write(USAGE + '\n');
@@ -94,5 +106,5 @@ export function parseOptions(argv: string[]): Options {
     }
   }
   if (smallFiles > 0 && dirs.length > 0) throw new UsageError('--small-files and --dir exclude each other');
-  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, restore, keep };
+  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, restore, keep, warmEach };
 }
