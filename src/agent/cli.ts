@@ -2,6 +2,7 @@ import { formatDuration, loadAgentConfig, parseHostPort, type AgentConfig, type 
 import { NbackupError, asNbackupError, errorMessage } from '../errors.js';
 import { EXIT_BACKUP_FAILED, exitCodeForSignal, type StopSignal } from '../exit-codes.js';
 import { catchStopSignals } from './stop-signals.js';
+import { takeEarlyHangup } from '../cli/early-hangup.js';
 import { printableText } from '../printable.js';
 import { createLogger, flushLogs, reconfigureLogger, setLogInterceptor, type Logger } from '../log/logger.js';
 import { daysUntil, loadTlsMaterial, type TlsMaterial } from '../tls/material.js';
@@ -276,15 +277,15 @@ export async function runDaemon(configPath: string): Promise<number> {
     // Reloads read the file asynchronously: only the latest SIGHUP's is applied, and none once
     // the daemon is stopping (a control channel started then would keep the process alive).
     let reloads = 0;
-    process.on('SIGHUP', () => {
+    const reload = (): void => {
       if (stopping) {
         log.info('SIGHUP ignored: the daemon is stopping');
         return;
       }
-      const reload = ++reloads;
+      const ticket = ++reloads;
       validated(configPath)
         .then((next) => {
-          if (stopping || reload !== reloads) {
+          if (stopping || ticket !== reloads) {
             log.info({ reason: stopping ? 'the daemon is stopping' : 'a later SIGHUP reloads again' }, 'reload not applied');
             return;
           }
@@ -297,7 +298,14 @@ export async function runDaemon(configPath: string): Promise<number> {
           warnExpiry(next.config, next.material, log);
         })
         .catch((err: unknown) => log.error({ err: errorMessage(err) }, 'reload failed; keeping the previous configuration'));
-    });
+    };
+    process.on('SIGHUP', reload);
+    // A SIGHUP that came while the daemon was starting (src/cli/early-hangup.ts) may have been
+    // meant for a file changed after it was read: reload once.
+    if (takeEarlyHangup()) {
+      log.info('SIGHUP received while starting: reloading the configuration');
+      reload();
+    }
   });
   state.control = startControl(state);
   scheduler.start();

@@ -5,6 +5,7 @@ import { describeEngines } from '../agent/pipeline/codecs.js';
 const backupSide = () => import('../agent/cli.js');
 const readSide = () => import('../agent/restore/cli.js');
 import { usageError } from './run-command.js';
+import { releaseEarlyHangup } from './early-hangup.js';
 
 /** The nbackup-agent command line: what `--help` prints and what the man page (man-page.ts) is made from. */
 export function agentProgram(): Command {
@@ -17,6 +18,11 @@ export function agentProgram(): Command {
     .option('--backup <name>', 'with --once: run only this entry')
     .option('--progress', 'with --once: show progress on stderr')
     .version(`0.1.0\n${describeEngines()}`)
+    // Only the daemon reloads on SIGHUP (it takes the start-up handler over); every other command
+    // ends on it, as a command run from a terminal should.
+    .hook('preAction', (_program, action) => {
+      if (action !== program || program.opts<{ once?: boolean }>().once) releaseEarlyHangup();
+    })
     .action(async (opts: { config?: string; once?: boolean; backup?: string; progress?: boolean }) => {
       if (!opts.config) throw usageError("required option '-c, --config <file>' not specified");
       if (opts.once) {

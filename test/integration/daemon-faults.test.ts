@@ -9,14 +9,16 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
 import { faketimeFileEnv } from '../helpers/faketime.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { AGENT_BIN, spawnLogged, startServer, writeYaml, type LoggedProcess, type LogLine, type ServerHandle } from '../helpers/proc.js';
 import { startProxy, type ConnPlan, type Proxy } from '../helpers/proxy.js';
 import { TempDirs } from '../helpers/tmp.js';
-import { waitUntil } from '../helpers/wait.js';
+import { waitUntilAsync, waitUntil } from '../helpers/wait.js';
 import { agentConfigObject, makeDaemonSources, committedBackups, makeWorkspace, startEnv, tmpFiles, waitForTempBytes, writeServerConfig, type Env } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -106,7 +108,78 @@ async function assertCleanExit(p: LoggedProcess, timeoutMs: number): Promise<voi
 /** The agent's log lines are written at its (possibly faked) time: `time` is what its clock said. */
 const timeOf = (l: LogLine): number => Number(l.time);
 
+/**
+ * Opens the write end of the FIFO `path` once the agent has opened it to read its configuration:
+ * from then on the agent is waiting in its start-up, its modules loaded, its config not yet read.
+ */
+async function writerOnceRead(path: string, p: LoggedProcess): Promise<number> {
+  let fd = -1;
+  await waitUntilAsync(
+    async () => {
+      try {
+        fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+        if (p.proc.exitCode !== null || p.proc.signalCode !== null) throw new Error(`the agent exited before it opened ${path}\n${tail(p)}`);
+        return false;
+      }
+    },
+    15_000,
+    `the agent to open ${path}`,
+    () => tail(p),
+  );
+  return fd;
+}
+
+/** Writes `text` to the FIFO's write end `fd` (a few hundred bytes fit its buffer) and closes it. */
+function writeAndClose(fd: number, text: string): void {
+  try {
+    fs.writeSync(fd, text);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 describe('agent daemon under faults', { timeout: 240_000 }, () => {
+  it('SIGHUP while the daemon is still starting: it is not killed, it reloads once started; --once still ends on SIGHUP', async () => {
+    const env = await startEnv(tmp, pki, 'nbk-dfaults-early-hup-');
+    try {
+      const cfg = agentConfigObject(pki, 'agent-a', env.server.port, [{ name: 'app', storage: 'main', sources: [small] }]);
+      Object.assign((cfg.backups as Record<string, unknown>[])[0], { schedule: YEARLY });
+      const text = stringify(cfg);
+      // The configuration comes through a FIFO, so the test holds the agent inside its start-up.
+      const fifo = join(env.dir, 'agent.yaml');
+      execFileSync('mkfifo', [fifo]);
+      const daemon = spawnLogged(process.execPath, [AGENT_BIN, '--config', fifo]);
+      let fd = await writerOnceRead(fifo, daemon);
+      // Before the fix SIGHUP had no handler until the configuration was read: the daemon died of it.
+      daemon.proc.kill('SIGHUP');
+      writeAndClose(fd, text);
+      await daemon.waitForLog((l) => l.msg === 'daemon started', 15_000);
+      await daemon.waitForLog((l) => l.msg === 'SIGHUP received while starting: reloading the configuration', 10_000);
+      // The reload reads the configuration again, through the same FIFO.
+      fd = await writerOnceRead(fifo, daemon);
+      writeAndClose(fd, text);
+      await daemon.waitForLog((l) => l.msg === 'configuration reloaded', 10_000);
+      assert.equal(withMsg(daemon, 'configuration reloaded').length, 1, tail(daemon));
+      daemon.proc.kill('SIGTERM');
+      await assertCleanExit(daemon, 10_000);
+
+      // Any other command keeps SIGHUP's default action (a terminal that hangs up ends it).
+      const once = spawnLogged(process.execPath, [AGENT_BIN, '--config', fifo, '--once']);
+      fd = await writerOnceRead(fifo, once);
+      once.proc.kill('SIGHUP');
+      try {
+        assert.deepEqual(await once.waitForExit(10_000), { code: null, signal: 'SIGHUP' }, tail(once));
+      } finally {
+        fs.closeSync(fd);
+      }
+    } finally {
+      await env.server.stop();
+    }
+  });
+
   it('SIGHUP right before SIGTERM: the reload is not applied and the daemon exits 0 at once', async () => {
     const r = await startDaemon('hupterm', small, { entry: { schedule: YEARLY }, top: { daemon: CONTROL_ON } });
     try {
