@@ -5,9 +5,12 @@
  * that window (a configuration tool that restarts and then reloads) used to kill the daemon, and
  * systemd counts a death by SIGHUP as a clean exit, so it was not restarted.
  *
- * This module is the first one the agent's entry point imports: it only notes that a SIGHUP came.
- * The daemon takes over (`takeEarlyHangup`) and reloads once if one did; every other command gives
- * SIGHUP back its default action (`releaseEarlyHangup`), raised again if one came meanwhile.
+ * The server, which reopens its log on SIGHUP, had the same window, longer (a bigger bundle).
+ *
+ * This module is the first one each entry point imports: it only notes that a SIGHUP came. The
+ * agent's daemon and the serving server take over (`takeEarlyHangup`) and act once if one did;
+ * every other command gives SIGHUP back its default action (`releaseEarlyHangup`), raised again
+ * if one came meanwhile.
  */
 let pending = false;
 let installed = true;

@@ -4,6 +4,7 @@ import { runServer } from '../server/cli.js';
 import { runRetention } from '../server/retention-cli.js';
 import { runVerify } from '../server/verify.js';
 import { usageError } from './run-command.js';
+import { releaseEarlyHangup } from './early-hangup.js';
 
 /** The nbackup-server command line: what `--help` prints and what the man page (man-page.ts) is made from. */
 export function serverProgram(): Command {
@@ -13,6 +14,11 @@ export function serverProgram(): Command {
     .enablePositionalOptions()
     .option('-c, --config <file>', 'server.yaml (required to serve)')
     .version('0.1.0')
+    // Only the serving server handles SIGHUP (it takes the start-up handler over); pki, verify and
+    // retention end on it, as commands run from a terminal should.
+    .hook('preAction', (_program, action) => {
+      if (action !== program) releaseEarlyHangup();
+    })
     .action(async (opts: { config?: string }) => {
       if (!opts.config) throw usageError("required option '-c, --config <file>' not specified");
       await runServer(opts.config);

@@ -23,7 +23,7 @@ export function agentExtras(configText: string): ManExtras {
       'Every archive is a plain .tar.gz or .tar.zst that tar(1) restores with nothing else installed. A file that cannot be read is reported as a warning naming it; nothing is left out silently.',
     ],
     signals: [
-      ['SIGHUP', 'reload the configuration, checked as at start-up; an invalid file or an agent.name that does not match the certificate is refused and the old configuration kept. The logging section is applied and logging.file reopened; the control channel keeps its connection unless server.address, agent.name, the certificates or daemon.control_channel changed. A SIGHUP that arrives while the daemon is still starting reloads once it has started. Ignored once the daemon is stopping. Every other command (--once, restore, list…) ends on SIGHUP.'],
+      ['SIGHUP', 'reload the configuration, checked as at start-up; an invalid file or an agent.name that does not match the certificate is refused and the old configuration kept. The logging section is applied and logging.file reopened; the control channel keeps its connection unless server.address, agent.name, the certificates or daemon.control_channel changed. A SIGHUP that arrives while the daemon is still starting reloads once it has started. Ignored once the daemon is stopping. Every other command (--once, restore, list and the rest) ends on SIGHUP.'],
       ['SIGTERM, SIGINT', 'stop scheduling; a running backup may finish within daemon.shutdown_grace (default 5m), then it is aborted and the server told to drop its temporary file. A backup still connecting to the server or waiting to retry is not waited for. A second signal aborts at once. Exit status 0. During restore --to: the file being written is removed, one line says how many files were restored, and the exit status is 130 (SIGINT) or 143 (SIGTERM); the same command restores the rest. During --once: the running backup is aborted and dropped on the server, the entries after it are not run, and the exit status is 130 or 143.'],
     ],
     files: [['/etc/nbackup/agent.yaml', 'the configuration (see CONFIGURATION)'], ...COMMON_FILES],
@@ -41,6 +41,7 @@ export function serverExtras(configText: string): ManExtras {
     signals: [
       ['SIGTERM, SIGINT', 'stop accepting connections; sessions under way stay on disk and a restarted server takes them up. Exit status 0.'],
       ['SIGUSR2', 'ask each parallel session whose agent has a control channel for one stream rotation.'],
+      ['SIGHUP', 'read server.yaml again and apply its logging section: level, format, and logging.file reopened (logrotate: rename, then SIGHUP). Other sections are not changed while the server runs; one that differs from the running configuration is named in a warning and applied at the next restart. A file that no longer loads changes nothing.'],
     ],
     files: [
       ['/etc/nbackup/server.yaml', 'the configuration (see CONFIGURATION)'],

@@ -1,9 +1,14 @@
 import { loadServerConfig } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import { createLogger } from '../log/logger.js';
+import { takeEarlyHangup } from '../cli/early-hangup.js';
 import { BackupServer } from './server.js';
+import { hangupHandler } from './hangup.js';
 
-/** What the nbackup-server command does: listen until SIGTERM/SIGINT; SIGUSR2 asks for a stream rotation. */
+/**
+ * What the nbackup-server command does: listen until SIGTERM/SIGINT; SIGUSR2 asks for a stream
+ * rotation; SIGHUP applies server.yaml's logging section and reopens the log file (hangup.ts).
+ */
 export async function runServer(configPath: string): Promise<void> {
   const config = await loadServerConfig(configPath);
   const log = createLogger(config.logging, 'nbackup-server', configPath);
@@ -25,5 +30,10 @@ export async function runServer(configPath: string): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   // By hand: one stream rotation in each parallel session whose agent has a control channel.
   process.on('SIGUSR2', () => log.info({ sessions: server.rotator.rotateNow() }, 'stream rotation requested (SIGUSR2)'));
+  const hangup = hangupHandler(configPath, config, log, () => stopping);
+  process.on('SIGHUP', hangup);
+  // One that came while the server was starting (src/cli/early-hangup.ts), perhaps after the log
+  // file was opened: applied now.
+  if (takeEarlyHangup()) hangup();
   await server.start();
 }

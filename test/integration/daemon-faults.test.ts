@@ -17,8 +17,9 @@ import { faketimeFileEnv } from '../helpers/faketime.js';
 import { makePki, type Pki } from '../helpers/pki.js';
 import { AGENT_BIN, spawnLogged, startServer, writeYaml, type LoggedProcess, type LogLine, type ServerHandle } from '../helpers/proc.js';
 import { startProxy, type ConnPlan, type Proxy } from '../helpers/proxy.js';
+import { writeAndClose, writerOnceRead } from '../helpers/fifo.js';
 import { TempDirs } from '../helpers/tmp.js';
-import { waitUntilAsync, waitUntil } from '../helpers/wait.js';
+import { waitUntil } from '../helpers/wait.js';
 import { agentConfigObject, makeDaemonSources, committedBackups, makeWorkspace, startEnv, tmpFiles, waitForTempBytes, writeServerConfig, type Env } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -107,39 +108,6 @@ async function assertCleanExit(p: LoggedProcess, timeoutMs: number): Promise<voi
 
 /** The agent's log lines are written at its (possibly faked) time: `time` is what its clock said. */
 const timeOf = (l: LogLine): number => Number(l.time);
-
-/**
- * Opens the write end of the FIFO `path` once the agent has opened it to read its configuration:
- * from then on the agent is waiting in its start-up, its modules loaded, its config not yet read.
- */
-async function writerOnceRead(path: string, p: LoggedProcess): Promise<number> {
-  let fd = -1;
-  await waitUntilAsync(
-    async () => {
-      try {
-        fd = fs.openSync(path, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
-        if (p.proc.exitCode !== null || p.proc.signalCode !== null) throw new Error(`the agent exited before it opened ${path}\n${tail(p)}`);
-        return false;
-      }
-    },
-    15_000,
-    `the agent to open ${path}`,
-    () => tail(p),
-  );
-  return fd;
-}
-
-/** Writes `text` to the FIFO's write end `fd` (a few hundred bytes fit its buffer) and closes it. */
-function writeAndClose(fd: number, text: string): void {
-  try {
-    fs.writeSync(fd, text);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 describe('agent daemon under faults', { timeout: 240_000 }, () => {
   it('SIGHUP while the daemon is still starting: it is not killed, it reloads once started; --once still ends on SIGHUP', async () => {
