@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "nbackup_fs",
-      "sources": ["src/native/fs-addon.c", "src/native/read-small.c", "src/native/pack-files.c"],
+      "sources": ["src/native/fs-addon.c", "src/native/read-small.c", "src/native/pack-files.c", "src/native/list-dir.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-parameter"],
       "cflags!": ["-O3"]

@@ -3,7 +3,8 @@
  *
  * Where a file's data lies, so that sparse files are read and archived without their holes
  * (Node has no binding for lseek(2)), a whole small file read in one call (see read-small.c), and
- * a run of one directory's small files archived in one call (pack-files.c).
+ * a run of one directory's small files archived in one call (pack-files.c), and a directory
+ * listed whole and sorted in two compact buffers (list-dir.c).
  *
  * JS API (see src/agent/pipeline/file-map.ts):
  *   dataExtents(fd: number, size: number, maxExtents: number) → number[] | null
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "list-dir.h"
 #include "read-small.h"
 
 static napi_value throw_errno(napi_env env, const char *what) {
@@ -78,6 +80,7 @@ NAPI_MODULE_INIT() {
       {"dataExtents", NULL, js_data_extents, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readSmallFile", NULL, js_read_small_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"packFiles", NULL, js_pack_files, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"listDir", NULL, js_list_dir, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -72,17 +72,3 @@ export function nameAt(run: FileRun, at: number): { base: Buffer; next: number }
   const stop = end === -1 ? run.names.length : end;
   return { base: run.names.subarray(at, stop), next: stop + 1 };
 }
-
-/** Joins names into a run's NUL-ended list. */
-export function joinNames(names: readonly Buffer[]): Buffer {
-  let total = 0;
-  for (const n of names) total += n.length + 1;
-  const out = Buffer.allocUnsafe(total);
-  let o = 0;
-  for (const n of names) {
-    n.copy(out, o);
-    o += n.length;
-    out[o++] = 0;
-  }
-  return out;
-}

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import { ExcludeMatcher } from './exclude.js';
-import { joinNames, type FileRun } from './file-run.js';
+import { DT, listDirectory } from './dir-listing.js';
+import type { FileRun } from './file-run.js';
 import { checkSourceOverlap } from './source-overlap.js';
 import { printableName } from '../../printable.js';
 import type { TarEntryType } from './tar-header.js';
@@ -95,9 +96,12 @@ interface Frame {
   name: Buffer;
   /** Relative to the source root, as text, for exclude patterns. */
   rel: string;
-  /** The listing, sorted by name bytes; `name` is a Buffer (read with encoding 'buffer'). */
-  entries: fs.Dirent[];
+  /** The listing (dir-listing.ts): names NUL-ended in byte order, and one type byte each. */
+  names: Buffer;
+  types: Uint8Array;
+  /** The next entry: its index in `types`, and where its name starts in `names`. */
   i: number;
+  pos: number;
   /** The directory handle this frame opened, closed when the frame is done. */
   anchor: number | null;
 }
@@ -136,11 +140,15 @@ function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions, runs
 
   // An explicit stack of open directory listings keeps memory to one listing per level.
   const stack: Frame[] = [];
-  // Regular files of the top frame not yet handed out (runs only).
-  let pending: Buffer[] = [];
+  // Regular files of the top frame not yet handed out (runs only): one slice of its listing,
+  // names[runStart, runEnd), so a run is handed on without a copy.
+  let runStart = -1;
+  let runEnd = 0;
+  let runCount = 0;
   const run = (top: Frame): FileRun => {
-    const out: FileRun = { type: 'run', dir: top.access, dirName: top.name, names: joinNames(pending) };
-    pending = [];
+    const out: FileRun = { type: 'run', dir: top.access, dirName: top.name, names: top.names.subarray(runStart, runEnd) };
+    runStart = -1;
+    runCount = 0;
     return out;
   };
   try {
@@ -148,25 +156,33 @@ function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions, runs
     if (first) stack.push(first);
     while (stack.length > 0) {
       const top = stack[stack.length - 1];
-      if (top.i >= top.entries.length) {
-        if (pending.length > 0) yield run(top);
+      if (top.i >= top.types.length) {
+        if (runStart >= 0) yield run(top);
         closeFrame(stack.pop()!);
         continue;
       }
-      const dirent = top.entries[top.i++];
-      const base = direntName(dirent);
+      const at = top.pos;
+      const end = top.names.indexOf(0, at);
+      const type = top.types[top.i++];
+      top.pos = end + 1;
+      const base = top.names.subarray(at, end);
       const rel = !excluding ? '' : top.rel === '' ? base.toString('utf8') : `${top.rel}/${base.toString('utf8')}`;
-      if (excluding && matcher.excludes(rel)) continue;
-      if (runs && dirent.isFile()) {
-        pending.push(base);
-        if (pending.length >= RUN_NAMES) yield run(top);
+      if (excluding && matcher.excludes(rel)) {
+        // A run is one slice of the listing: it ends before a name left out.
+        if (runStart >= 0) yield run(top);
         continue;
       }
-      if (pending.length > 0) yield run(top);
+      if (runs && type === DT.file) {
+        if (runStart < 0) runStart = at;
+        runEnd = top.pos;
+        if (++runCount >= RUN_NAMES) yield run(top);
+        continue;
+      }
+      if (runStart >= 0) yield run(top);
       const access = joinAccess(top.access, base);
       const name = top.name.length === 0 ? base : Buffer.concat([top.name, SLASH, base]);
       let entry: ScanEntry | null;
-      if (dirent.isFile()) {
+      if (type === DT.file) {
         entry = { access, name, type: 'file', stats: null };
       } else {
         const st = lstatOrWarn(access, name, opts);
@@ -225,19 +241,13 @@ function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions)
       anchor = fs.openSync(access, O_DIRECTORY);
       reach = Buffer.from(`/proc/self/fd/${anchor}`);
     }
-    const entries = fs.readdirSync(reach, { encoding: 'buffer', withFileTypes: true }) as unknown as fs.Dirent[];
-    entries.sort((a, b) => Buffer.compare(direntName(a), direntName(b)));
-    return { access: reach, name, rel, entries, i: 0, anchor };
+    const { names, types } = listDirectory(reach);
+    return { access: reach, name, rel, names, types, i: 0, pos: 0, anchor };
   } catch (err) {
     if (anchor !== null) fs.closeSync(anchor);
     opts.onWarning({ path: describeEntry({ name }), message: `cannot list directory: ${errorMessage(err)}` });
     return null;
   }
-}
-
-/** A listing read with encoding 'buffer' has Buffer names (Node's types say string). */
-function direntName(d: fs.Dirent): Buffer {
-  return d.name as unknown as Buffer;
 }
 
 function closeFrame(f: Frame): void {

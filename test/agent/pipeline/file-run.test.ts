@@ -5,10 +5,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { memberLine } from '../../../src/archive/index-format.js';
-import { LINE_BYTES, RUN, joinNames, nameAt, runPacker, type FileRun } from '../../../src/agent/pipeline/file-run.js';
+import { LINE_BYTES, RUN, nameAt, runPacker, type FileRun } from '../../../src/agent/pipeline/file-run.js';
 import { scanSources, scanWithRuns, type ScanWarning } from '../../../src/agent/pipeline/scanner.js';
 import { TarPacker } from '../../../src/agent/pipeline/tar-packer.js';
 import { fsAddonOrAllowed } from '../../helpers/addon.js';
+
+/** Names as a run's NUL-ended list (the scanner hands a slice of its directory listing). */
+function joinNames(names: readonly Buffer[]): Buffer {
+  return Buffer.concat(names.flatMap((n) => [n, Buffer.alloc(1)]));
+}
 
 /**
  * Runs of small files packed by one native call (src/native/pack-files.c): the tar and the index
