@@ -206,7 +206,7 @@ async function main(): Promise<number> {
   const nbRoot = join(state.tempRoot, 'nbackup');
   const nb: NbackupSetup = { pki: await makeBenchPki(join(nbRoot, 'pki'), AGENT_NAME), root: nbRoot };
 
-  const dirs = opts.smallFiles > 0 ? [await makeSmallFiles(join(state.tempRoot, 'small-files'), opts.smallFiles)] : opts.dirs;
+  const dirs = opts.smallFiles > 0 ? [await makeSmallFiles(join(state.tempRoot, 'small-files'), opts.smallFiles, opts.perFolder)] : opts.dirs;
   log(`measuring input (du -sb ${dirs.join(' ')})...`);
   const du = await duBytes(dirs);
   log(`warming the page cache (tar -cf - ... > /dev/null)...`);

@@ -1,6 +1,6 @@
 /**
  * The benchmark's command line:
- * `npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]`.
+ * `npm run bench -- [--dir PATH]... [--small-files N [--per-folder N]] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]`.
  */
 import { resolve } from 'node:path';
 
@@ -12,6 +12,8 @@ export interface Options {
   dirs: string[];
   /** Back up this many generated small files instead of `dirs` (0: off). */
   smallFiles: number;
+  /** How many of the generated small files share a folder (1000; all of them: one huge folder). */
+  perFolder: number;
   runs: number;
   parallels: number[];
   formats: BenchFormat[];
@@ -27,9 +29,11 @@ export interface Options {
 
 export class UsageError extends Error {}
 
-export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]
+export const USAGE = `usage: npm run bench -- [--dir PATH]... [--small-files N [--per-folder N]] [--runs N] [--parallels L] [--format L] [--restore] [--warm-once] [--keep]
   --dir PATH        folder to back up (repeatable; default ${DEFAULT_DIRS.join(' and ')})
   --small-files N   back up N generated files of 1-4 KiB instead (e.g. 200000)
+  --per-folder N    with --small-files: N files per folder (default 1000; as many as --small-files
+                    for one huge folder, e.g. --small-files 1000000 --per-folder 1000000)
   --runs N          repetitions, medians reported when N > 1 (default 1)
   --parallels L     comma-separated "parallels" values, one nbackup run each (default 0; e.g. 0,4)
   --format L        comma-separated archive formats, gzip and/or zstd (default gzip); each
@@ -48,6 +52,7 @@ export function parseOptions(argv: string[]): Options {
   let parallels = [0];
   let formats: BenchFormat[] = ['gzip'];
   let smallFiles = 0;
+  let perFolder = 1000;
   let keep = false;
   let restore = false;
   let warmEach = true;
@@ -87,6 +92,9 @@ export function parseOptions(argv: string[]): Options {
       case '--small-files':
         smallFiles = intArg('--small-files', value(), 1, 10_000_000);
         break;
+      case '--per-folder':
+        perFolder = intArg('--per-folder', value(), 1, 10_000_000);
+        break;
       case '--keep':
         keep = true;
         break;
@@ -106,5 +114,5 @@ export function parseOptions(argv: string[]): Options {
     }
   }
   if (smallFiles > 0 && dirs.length > 0) throw new UsageError('--small-files and --dir exclude each other');
-  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, runs, parallels, formats, restore, keep, warmEach };
+  return { dirs: dirs.length > 0 ? dirs : DEFAULT_DIRS, smallFiles, perFolder, runs, parallels, formats, restore, keep, warmEach };
 }

@@ -118,7 +118,7 @@ function textReport(input: ReportInput, s: Summary): string {
   lines.push('================ nbackup benchmark ================');
   lines.push(`date        ${new Date().toISOString()}`);
   lines.push(`machine     ${cpus} CPUs (${osCpus()[0]?.model.trim() ?? '?'}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}, node ${process.version}`);
-  lines.push(`dirs        ${opts.smallFiles > 0 ? `${opts.smallFiles.toLocaleString('en-US')} generated files of 1-4 KiB in ` : ''}${dirs.join(' ')}`);
+  lines.push(`dirs        ${opts.smallFiles > 0 ? `${opts.smallFiles.toLocaleString('en-US')} generated files of 1-4 KiB, ${opts.perFolder.toLocaleString('en-US')} per folder, in ` : ''}${dirs.join(' ')}`);
   lines.push(`input       tar stream ${fmtBytes(inputBytes)}; du -sb ${fmtBytes(du.total)}${last.files !== null ? `; ${last.files.toLocaleString('en-US')} entries (agent)` : ''}`);
   lines.push(`settings    runs ${opts.runs}, parallels ${opts.parallels.join(',')}, formats ${opts.formats.join(',')} at their default levels, page cache warmed (${warm.seconds.toFixed(1)} s)${opts.warmEach ? ' and again before every timed run' : ' once'}`);
   lines.push(

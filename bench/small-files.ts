@@ -1,6 +1,7 @@
 /**
- * The small-files dataset (`--small-files N`): N files of 1-4 KiB in folders of 1000, where the
- * per-file costs (scan, stat, open, header, read) dominate. Contents are words drawn from a small
+ * The small-files dataset (`--small-files N`): N files of 1-4 KiB in folders of 1000 (or
+ * `--per-folder N`: all in one, for a huge directory), where the per-file costs (scan, stat, open,
+ * header, read) dominate. Contents are words drawn from a small
  * vocabulary with a few random bytes, so they compress about as well as text and config files do.
  * Deterministic (seeded), written once per benchmark run.
  */
@@ -8,7 +9,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { STEP_TIMEOUT_MS, log, run } from './util.js';
 
-const PER_DIR = 1000;
 const WORDS = 'backup stream chunk server agent archive storage config value path error retry offset session index table row user group time size'.split(' ');
 
 /** A small deterministic PRNG (xorshift32). */
@@ -38,15 +38,19 @@ function content(next: () => number): Buffer {
 }
 
 /** Writes N files under `root` (created); returns `root`. */
-export async function makeSmallFiles(root: string, n: number): Promise<string> {
+export async function makeSmallFiles(root: string, n: number, perDir = 1000): Promise<string> {
   const next = rng(20261121);
   const started = performance.now();
-  for (let d = 0; d * PER_DIR < n; d++) {
+  for (let d = 0; d * perDir < n; d++) {
     const dir = join(root, `d${String(d).padStart(4, '0')}`);
     await mkdir(dir, { recursive: true });
-    const writes: Promise<void>[] = [];
-    for (let i = d * PER_DIR; i < Math.min(n, (d + 1) * PER_DIR); i++) writes.push(writeFile(join(dir, `f${i}.txt`), content(next)));
-    await Promise.all(writes);
+    const last = Math.min(n, (d + 1) * perDir);
+    // At most 1000 writes under way: a folder may hold all N files.
+    for (let from = d * perDir; from < last; from += 1000) {
+      const writes: Promise<void>[] = [];
+      for (let i = from; i < Math.min(last, from + 1000); i++) writes.push(writeFile(join(dir, `f${i}.txt`), content(next)));
+      await Promise.all(writes);
+    }
   }
   // Written back now, not by the kernel's flusher in the middle of the first timed run.
   const synced = await run('sync', ['-f', root], { timeoutMs: STEP_TIMEOUT_MS });
