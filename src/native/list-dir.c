@@ -38,12 +38,11 @@ typedef struct {
   size_t count, cap;
 } listing_t;
 
-static const char *sort_base; /* qsort has no context argument in C11; calls are on the JS thread */
-
-static int by_name(const void *pa, const void *pb) {
+static int by_name(const void *pa, const void *pb, void *names) {
   const entry_t *a = pa, *b = pb;
+  const char *base = names;
   size_t n = a->len < b->len ? a->len : b->len;
-  int c = memcmp(sort_base + a->off, sort_base + b->off, n);
+  int c = memcmp(base + a->off, base + b->off, n);
   return c != 0 ? c : (int)a->len - (int)b->len;
 }
 
@@ -83,7 +82,8 @@ static int read_all(const char *path, listing_t *l) {
 }
 
 static napi_value throw_code(napi_env env, int err) {
-  const char *code = err == ENOENT ? "ENOENT" : err == EACCES ? "EACCES" : err == ENOTDIR ? "ENOTDIR" : err == ENOMEM ? "ENOMEM" : err == ELOOP ? "ELOOP" : err == EIO ? "EIO" : err == ENAMETOOLONG ? "ENAMETOOLONG" : "EIO";
+  const char *code = strerrorname_np(err);
+  if (!code) code = "EIO";
   napi_value c, m, error;
   char message[160];
   snprintf(message, sizeof(message), "%s: %s", code, strerror(err));
@@ -117,13 +117,15 @@ napi_value js_list_dir(napi_env env, napi_callback_info info) {
     throw_code(env, err);
     goto done;
   }
-  sort_base = l.names;
-  if (l.count > 1) qsort(l.entries, l.count, sizeof(entry_t), by_name);
+  if (l.count > 1) qsort_r(l.entries, l.count, sizeof(entry_t), by_name, l.names);
   napi_value names, types;
   char *out = NULL, *tout = NULL;
   if (napi_create_buffer(env, l.names_len + l.count, (void **)&out, &names) != napi_ok ||
       napi_create_buffer(env, l.count, (void **)&tout, &types) != napi_ok || napi_create_array_with_length(env, 2, &result) != napi_ok) {
     result = NULL;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) throw_code(env, ENOMEM);
     goto done;
   }
   size_t at = 0;
