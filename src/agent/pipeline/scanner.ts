@@ -16,9 +16,14 @@ import type { TarEntryType } from './tar-header.js';
  * a second look (one stat per file, the most common entry) would only cost time.
  *
  * Names are bytes: directory entries are read as Buffers and archived exactly, UTF-8 or not.
- * Paths may be longer than the kernel's PATH_MAX: once a directory's path grows past ANCHOR_AT
- * bytes, it is opened and the walk goes on below it through `/proc/self/fd/<fd>/…`, a short path
- * to the same place, so no system call ever sees a path longer than PATH_MAX.
+ *
+ * Each directory is opened (O_NOFOLLOW, checked against its lstat by device and inode) and
+ * everything in it is reached through `/proc/self/fd/<fd>/<name>`: a directory swapped for a
+ * symlink or another directory while the backup runs (someone who may write in the tree, racing
+ * a root agent) is never followed, before or after it is listed; the walk goes on in the one it
+ * opened, or names the one it could not. The same short paths keep every system call below
+ * PATH_MAX however deep the tree. Without /proc, paths are used as they are, and a directory is
+ * anchored that way only once its path grows past ANCHOR_AT bytes.
  *
  * The walk uses synchronous fs calls on purpose: for trees of many small files a per-call
  * thread-pool round trip costs ~15x the wall time (docs/design.md), and each call is short.
@@ -48,10 +53,13 @@ export interface ScanOptions {
 /** Most names in one run, so that a huge directory is packed (and can be stopped) in pieces. */
 const RUN_NAMES = 1024;
 
-/** Past this many bytes, a directory is reached through a handle (PATH_MAX is 4096, a name ≤ 255). */
+/** Without /proc: past this many bytes, a directory is reached through a handle (PATH_MAX is 4096). */
 const ANCHOR_AT = 3000;
+const PROC_FD = fs.existsSync('/proc/self/fd');
 const SLASH = Buffer.from('/');
 const O_DIRECTORY = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW;
+/** Only for a source itself, a symlink to a directory being followed on purpose (rootOf). */
+const O_DIRECTORY_FOLLOW = fs.constants.O_RDONLY | fs.constants.O_DIRECTORY;
 
 /** An entry's path for messages: `/` and its member name, escaped for a terminal. */
 export function describeEntry(e: { name: Buffer }): string {
@@ -152,7 +160,7 @@ function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions, runs
     return out;
   };
   try {
-    const first = openFrame(rootBytes, rootEntry.name, '', opts);
+    const first = openFrame(rootBytes, rootEntry.name, '', opts, rootEntry.stats, true);
     if (first) stack.push(first);
     while (stack.length > 0) {
       const top = stack[stack.length - 1];
@@ -191,7 +199,7 @@ function* scanOne(root: string, matcher: ExcludeMatcher, opts: ScanOptions, runs
       if (!entry) continue;
       yield entry;
       if (entry.type === 'directory') {
-        const frame = openFrame(access, name, rel, opts);
+        const frame = openFrame(access, name, rel, opts, entry.stats, false);
         if (frame) stack.push(frame);
       }
     }
@@ -229,25 +237,39 @@ function joinAccess(dir: Buffer, base: Buffer): Buffer {
   return dir.length === 1 && dir[0] === 0x2f ? Buffer.concat([SLASH, base]) : Buffer.concat([dir, SLASH, base]);
 }
 
+/** The directory the walk looked at (lstat) is not the one it opened. */
+class Replaced extends Error {}
+
 /**
- * Lists a directory. A directory whose path has grown long is opened first, and reached (with
- * everything below it) through its handle from then on.
+ * Opens and lists a directory, which is reached (with everything below it) through its handle
+ * from then on; `seen` is what its lstat said (for a source, the stat of what it points to).
  */
-function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions): Frame | null {
+function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions, seen: fs.Stats | null, follow: boolean): Frame | null {
   let anchor: number | null = null;
   let reach = access;
   try {
-    if (access.length > ANCHOR_AT) {
-      anchor = fs.openSync(access, O_DIRECTORY);
+    if (PROC_FD || access.length > ANCHOR_AT) {
+      anchor = fs.openSync(access, follow ? O_DIRECTORY_FOLLOW : O_DIRECTORY);
+      const now = fs.fstatSync(anchor);
+      if (seen && (now.dev !== seen.dev || now.ino !== seen.ino)) throw new Replaced();
       reach = Buffer.from(`/proc/self/fd/${anchor}`);
     }
     const { names, types } = listDirectory(reach);
     return { access: reach, name, rel, names, types, i: 0, pos: 0, anchor };
   } catch (err) {
     if (anchor !== null) fs.closeSync(anchor);
-    opts.onWarning({ path: describeEntry({ name }), message: `cannot list directory: ${errorMessage(err)}` });
+    opts.onWarning({ path: describeEntry({ name }), message: frameProblem(err) });
     return null;
   }
+}
+
+function frameProblem(err: unknown): string {
+  const code = errnoCode(err);
+  if (err instanceof Replaced || code === 'ELOOP' || code === 'ENOTDIR') {
+    return 'was replaced (by a symlink or another file) while the backup read its folder; its contents are not archived';
+  }
+  if (code === 'ENOENT') return 'vanished before its contents could be read';
+  return `cannot list directory: ${errorMessage(err)}`;
 }
 
 function closeFrame(f: Frame): void {
