@@ -5,7 +5,9 @@
  * byte, and the scanner hands runs of files to the packer as slices of `names`, copying nothing.
  *
  * JS API (see src/agent/pipeline/dir-listing.ts):
- *   listDir(path: Buffer) → [names: Buffer, types: Buffer]
+ *   listDir(dir: Buffer | number) → [names: Buffer, types: Buffer]
+ *     dir    the directory's path, or a descriptor open on it (read through a duplicate, from the
+ *            start; the caller's descriptor stays open and unmoved as far as it is concerned).
  *     names  every entry's name followed by a NUL, "." and ".." left out, in byte order (memcmp,
  *            then the shorter first: Buffer.compare's order);
  *     types  one byte per entry, in the same order: the d_type the kernel gave (DT_REG, DT_DIR,
@@ -16,12 +18,14 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "list-dir.h"
 
@@ -57,9 +61,23 @@ static int grow(void **p, size_t *cap, size_t need, size_t unit) {
   return 0;
 }
 
-/* Reads every entry of `path` into `l`; 0, or an errno. */
-static int read_all(const char *path, listing_t *l) {
-  DIR *d = opendir(path);
+/* Reads every entry of the directory `path`, or of the descriptor `fd` when it is not -1, into `l`;
+ * 0, or an errno. */
+static int read_all(const char *path, int fd, listing_t *l) {
+  DIR *d = NULL;
+  if (fd >= 0) {
+    int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dupfd < 0) return errno;
+    d = fdopendir(dupfd);
+    if (!d) {
+      int err = errno;
+      close(dupfd);
+      return err;
+    }
+    rewinddir(d);
+  } else {
+    d = opendir(path);
+  }
   if (!d) return errno;
   for (;;) {
     errno = 0;
@@ -100,18 +118,20 @@ napi_value js_list_dir(napi_env env, napi_callback_info info) {
   bool is_buffer = false;
   char *data = NULL;
   size_t plen = 0;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok ||
-      !is_buffer || napi_get_buffer_info(env, argv[0], (void **)&data, &plen) != napi_ok) {
-    napi_throw_type_error(env, NULL, "listDir(path: Buffer)");
-    return NULL;
+  int32_t fd = -1;
+  char path[PATH_MAX] = "";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) goto usage;
+  if (napi_get_value_int32(env, argv[0], &fd) == napi_ok) {
+    if (fd < 0) goto usage;
+  } else {
+    if (napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[0], (void **)&data, &plen) != napi_ok) goto usage;
+    if (plen >= PATH_MAX || memchr(data, 0, plen)) return throw_code(env, plen >= PATH_MAX ? ENAMETOOLONG : ENOENT);
+    memcpy(path, data, plen);
+    path[plen] = '\0';
   }
-  if (plen >= PATH_MAX || memchr(data, 0, plen)) return throw_code(env, plen >= PATH_MAX ? ENAMETOOLONG : ENOENT);
-  char path[PATH_MAX];
-  memcpy(path, data, plen);
-  path[plen] = '\0';
 
   listing_t l = {0};
-  int err = read_all(path, &l);
+  int err = read_all(path, fd, &l);
   napi_value result = NULL;
   if (err) {
     throw_code(env, err);
@@ -141,4 +161,7 @@ done:
   free(l.names);
   free(l.entries);
   return result;
+usage:
+  napi_throw_type_error(env, NULL, "listDir(dir: Buffer | descriptor)");
+  return NULL;
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import type { Pki } from '../helpers/pki.js';
-import { SERVER_BIN, runAgent, spawnLogged, writeYaml, type LogLine, type LoggedProcess } from '../helpers/proc.js';
+import { SERVER_BIN, parseLogLine, runAgent, spawnLogged, writeYaml, type LogLine, type LoggedProcess } from '../helpers/proc.js';
 import { writeAndClose, writerOnceRead } from '../helpers/fifo.js';
 import { TempDirs } from '../helpers/tmp.js';
 import { waitUntilAsync } from '../helpers/wait.js';
@@ -39,16 +39,11 @@ function fileLogs(path: string): LogLine[] {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
-  const out: LogLine[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    try {
-      out.push(JSON.parse(line) as LogLine);
-    } catch {
-      /* a line still being written */
-    }
-  }
-  return out;
+  // A line still being written does not parse yet.
+  return text
+    .split('\n')
+    .map(parseLogLine)
+    .filter((l): l is LogLine => l !== null);
 }
 
 /** Waits for a line of the log file `path` that `pred` accepts (the server writes it asynchronously). */

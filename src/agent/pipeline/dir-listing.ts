@@ -19,14 +19,17 @@ export interface DirListing {
 export const DT = { unknown: 0, fifo: 1, char: 2, dir: 4, block: 6, file: 8, symlink: 10, socket: 12 } as const;
 
 interface ListAddon {
-  listDir(path: Buffer): [Buffer, Buffer];
+  listDir(dir: Buffer | number): [Buffer, Buffer];
 }
 
-/** Lists `dir` (a path as bytes); throws as readdir does, with the errno's code. */
-export function listDirectory(dir: Buffer): DirListing {
+/**
+ * Lists the directory at `dir` (a path as bytes), read through `fd` when one is open on it (it
+ * stays open); throws as readdir does, with the errno's code.
+ */
+export function listDirectory(dir: Buffer, fd: number | null = null): DirListing {
   const addon = loadAddon<ListAddon>('nbackup_fs');
   if (addon && typeof addon.listDir === 'function') {
-    const [names, types] = addon.listDir(dir);
+    const [names, types] = addon.listDir(fd ?? dir);
     return { names, types };
   }
   return packDirents(fs.readdirSync(dir, { encoding: 'buffer', withFileTypes: true }) as unknown as fs.Dirent[]);

@@ -254,7 +254,7 @@ function openFrame(access: Buffer, name: Buffer, rel: string, opts: ScanOptions,
       if (seen && (now.dev !== seen.dev || now.ino !== seen.ino)) throw new Replaced();
       reach = Buffer.from(`/proc/self/fd/${anchor}`);
     }
-    const { names, types } = listDirectory(reach);
+    const { names, types } = listDirectory(reach, anchor);
     return { access: reach, name, rel, names, types, i: 0, pos: 0, anchor };
   } catch (err) {
     if (anchor !== null) fs.closeSync(anchor);

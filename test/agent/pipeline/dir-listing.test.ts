@@ -69,6 +69,15 @@ test('the native listing equals readdirSync packed: names of any bytes, every ty
   const addon = fsAddonOrAllowed(loadAddon<{ listDir: unknown }>('nbackup_fs'), t);
   const got = entries(listDirectory(Buffer.from(dir)));
   assert.deepEqual(got, entries(readdirListing(dir)));
+  // Through a descriptor open on the folder: the same, twice (it is read from the start, left open).
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    assert.deepEqual(entries(listDirectory(Buffer.from(dir), fd)), got);
+    assert.deepEqual(entries(listDirectory(Buffer.from(dir), fd)), got);
+    assert.ok(fs.fstatSync(fd).isDirectory());
+  } finally {
+    fs.closeSync(fd);
+  }
   const sorted = [...NAMES, 'sub', 'link', 'fifo', 'sock'].map((n) => Buffer.from(n)).sort(Buffer.compare);
   assert.deepEqual(
     got.map((e) => e.name),
