@@ -202,6 +202,24 @@ export function line(frame: string, field: string, v: unknown): Buffer {
   return bytes;
 }
 
+/**
+ * A free-text line (a refusal's message, an abort's reason): it may quote what a peer sent, so it
+ * is made to fit rather than refused: newlines become spaces, a lone surrogate U+FFFD, and a text
+ * over MAX_LINE_BYTES is cut at a character boundary and ends in "...". A peer that sent a
+ * 500-byte value still hears why it was refused.
+ */
+export function messageLine(frame: string, field: string, v: unknown): Buffer {
+  if (typeof v !== 'string') throw invalid(frame, 'bad-value', `${field} must be a string, got ${typeof v}`);
+  const text = v.replace(/[\r\n]/g, ' ').replace(/\p{Cs}/gu, '\uFFFD');
+  let bytes = Buffer.from(text, 'utf8');
+  if (bytes.length > MAX_LINE_BYTES) {
+    let end = MAX_LINE_BYTES - 3;
+    while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // not inside a UTF-8 sequence
+    bytes = Buffer.concat([bytes.subarray(0, end), Buffer.from('...')]);
+  }
+  return Buffer.concat([bytes, Buffer.from('\n')]);
+}
+
 /** A zeroed buffer of `size` bytes with `magic` in its first 4. */
 export function withMagic(size: number, magic: Magic): Buffer {
   const b = Buffer.alloc(size);

@@ -7,7 +7,7 @@
  *                                     ←  AbortACK: status(1)  0 DISCARDED · 1 NOT_FOUND · 2 COMMITTED
  */
 import { ABORT_ACK_SIZE, AbortStatus, Magic, MagicBytes, PROTOCOL_VERSION } from './constants.js';
-import { type Decoded, line, parse, status, u8 } from './codec.js';
+import { line, messageLine, parse, status, type Decoded, u8 } from './codec.js';
 
 export interface SessionAbort {
   version: number;
@@ -22,7 +22,7 @@ export interface AbortAck {
 
 export function encodeSessionAbort(a: Omit<SessionAbort, 'version'> & { version?: number }): Buffer {
   const F = 'SessionAbort';
-  return Buffer.concat([MagicBytes.ABRT, Buffer.of(u8(F, 'version', a.version ?? PROTOCOL_VERSION)), line(F, 'sessionId', a.sessionId), line(F, 'reason', a.reason)]);
+  return Buffer.concat([MagicBytes.ABRT, Buffer.of(u8(F, 'version', a.version ?? PROTOCOL_VERSION)), line(F, 'sessionId', a.sessionId), messageLine(F, 'reason', a.reason)]);
 }
 
 export function decodeSessionAbort(buf: Buffer): Decoded<SessionAbort> | null {

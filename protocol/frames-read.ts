@@ -12,7 +12,7 @@
  * a reader buffers (one storage, one archive per frame).
  */
 import { Magic, MagicBytes, PROTOCOL_VERSION, ReadStatus, ReadTarget, HealthStatus, StorageState } from './constants.js';
-import { type Decoded, type Parser, line, parse, status, u8, u32, u64, writeU64 } from './codec.js';
+import { line, messageLine, parse, status, type Decoded, type Parser, u32, u64, u8, writeU64 } from './codec.js';
 
 export interface HealthRequest {
   version: number;
@@ -250,7 +250,7 @@ export function decodeIndexAck(buf: Buffer): Decoded<ReadAnswer> | null {
 // ─── Shared ───────────────────────────────────────────────────────────────────────────────────
 
 function answerHead(frame: string, a: ReadAnswer): Buffer {
-  return Buffer.concat([Buffer.of(status(frame, ReadStatus, 'status', a.status)), line(frame, 'message', a.message)]);
+  return Buffer.concat([Buffer.of(status(frame, ReadStatus, 'status', a.status)), messageLine(frame, 'message', a.message)]);
 }
 
 function readAnswer(p: Parser): ReadAnswer {

@@ -16,7 +16,7 @@ import {
   TRAILER_SIZE,
   speaksReasons,
 } from './constants.js';
-import { type Decoded, type Parser, invalid, line, parse, status, u32, u64, u8, withMagic, writeU64 } from './codec.js';
+import { invalid, line, messageLine, parse, status, type Decoded, type Parser, u32, u64, u8, withMagic, writeU64 } from './codec.js';
 
 /** `NBKP` ver agent\n storage\n backup\n [format\n] — client opens a backup session. */
 export interface Handshake {
@@ -115,7 +115,7 @@ export function encodeAck(a: Ack): Buffer {
   if (st !== AckStatus.GO && a.sessionId !== '') {
     throw invalid(F, 'bad-value', 'sessionId must be empty unless the status is GO');
   }
-  return Buffer.concat([Buffer.of(st), line(F, 'message', a.message), line(F, 'sessionId', a.sessionId)]);
+  return Buffer.concat([Buffer.of(st), messageLine(F, 'message', a.message), line(F, 'sessionId', a.sessionId)]);
 }
 
 export function decodeAck(buf: Buffer): Decoded<Ack> | null {
@@ -206,7 +206,7 @@ export function encodeFinalAck(f: FinalAck, version = 0x02): Buffer {
     if (f.status === FinalStatus.NO_SPACE) throw invalid(F, 'bad-status', 'NO_SPACE does not exist in version 2');
     return st;
   }
-  return Buffer.concat([st, line(F, 'message', f.message ?? '')]);
+  return Buffer.concat([st, messageLine(F, 'message', f.message ?? '')]);
 }
 
 function finalBody(p: Parser, version: number, field: string): FinalAck {

@@ -185,7 +185,11 @@ export async function runOnce(configPath: string, opts: { backup?: string; progr
     }
     try {
       const outcome = await runEntry(entry, state, { progress, signal: interrupt.signal, stopping: interrupt.signal });
-      progress?.finish(`committed ${(outcome.bytes / 1e6).toFixed(1)} MB`);
+      const n = outcome.warnings;
+      const warnings = `${n} warning${n === 1 ? '' : 's'}`;
+      progress?.finish(`committed ${(outcome.bytes / 1e6).toFixed(1)} MB${n > 0 ? `, ${warnings}` : ''}`);
+      // Committed, but not everything under the sources is in it as it was: say so where cron mails it.
+      if (n > 0) stderrLine(`backup "${entry.name}" committed with ${warnings}; the log names each path left out or changed while it was read`);
     } catch (err) {
       const e = asNbackupError(err);
       progress?.finish('failed');

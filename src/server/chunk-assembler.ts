@@ -81,6 +81,8 @@ export class ChunkAssembler {
   private stagingEnd = 0;
   private queue: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
+  /** Set by `seal`: the refusal every chunk not yet written gets from then on. */
+  private sealed: Error | null = null;
   private failureWaiters: ((err: Error) => void)[] = [];
   /** Resolvers waiting for `written` to reach a size. */
   private sizeWaiters: { size: number; resolve: () => void; reject: (err: Error) => void }[] = [];
@@ -149,6 +151,7 @@ export class ChunkAssembler {
       this.stats.duplicates++;
       return Promise.resolve();
     }
+    if (this.sealed) return Promise.reject(this.sealed);
     const dup = this.waiting.get(seq);
     if (dup) {
       this.stats.duplicates++;
@@ -193,6 +196,26 @@ export class ChunkAssembler {
     if (this.failure) return Promise.reject(this.failure);
     if (this.written >= size) return Promise.resolve();
     return new Promise<void>((resolve, reject) => this.sizeWaiters.push({ size, resolve, reject }));
+  }
+
+  /**
+   * The trailer's size is in the file: from now on nothing more is written to it. A chunk that is
+   * not in the file yet (waiting, queued, or arriving later) is refused; one already written and
+   * sent again is still a harmless duplicate. A write under way finishes: `settled()` waits for it.
+   * So the hash the session is judged by, and the file it commits, never take a byte more (an agent
+   * that sends past its trailer, or a stale chunk after the file was closed and its descriptor
+   * number reused).
+   */
+  seal(): void {
+    if (this.sealed || this.failure) return;
+    this.sealed = new NbackupError('protocol', `chunk ${this.nextSeq} or later arrived after the trailer (the file is complete at ${this.written} bytes)`);
+    for (const w of this.waiting.values()) {
+      w.data = null;
+      w.reject(this.sealed);
+    }
+    this.waiting.clear();
+    this.pendingMem = 0;
+    this.wakeDrained();
   }
 
   /** Everything queued so far has reached the disk (or failed). */
@@ -245,7 +268,7 @@ export class ChunkAssembler {
 
   private run(op: () => Promise<void>): void {
     this.queue = this.queue.then(async () => {
-      if (this.failure) return;
+      if (this.failure || this.sealed) return;
       try {
         await op();
       } catch (err) {

@@ -126,8 +126,12 @@ export async function receiveChunks(
 /** Cuts a data stream's bytes into chunks; a pump target whose backpressure is the assembler's. */
 class ChunkParser implements PumpTarget {
   private header: Buffer = Buffer.alloc(0);
-  private payload: Buffer | null = null;
-  private filled = 0;
+  /**
+   * The chunk being received: its length from the header, and the pieces that came so far (views
+   * of what the socket read, joined once the chunk is whole). Memory follows the bytes that
+   * arrived, not the length a header announced: 8-byte headers alone pin nothing.
+   */
+  private payload: { length: number; parts: Buffer[]; filled: number } | null = null;
   private seq = 0;
 
   constructor(
@@ -163,17 +167,17 @@ class ChunkParser implements PumpTarget {
         const problem = this.headerProblem(h.value.globalSeq, h.value.length);
         if (problem) throw new NbackupError('protocol', `stream ${this.index}: ${problem}`);
         this.seq = h.value.globalSeq;
-        this.payload = Buffer.allocUnsafe(h.value.length);
-        this.filled = 0;
+        this.payload = { length: h.value.length, parts: [], filled: 0 };
         continue;
       }
-      const n = chunk.copy(this.payload, this.filled, off);
-      this.filled += n;
-      off += n;
-      if (this.filled === this.payload.length) {
-        const data = this.payload;
+      const p = this.payload;
+      const piece = chunk.subarray(off, off + (p.length - p.filled));
+      p.parts.push(piece);
+      p.filled += piece.length;
+      off += piece.length;
+      if (p.filled === p.length) {
         this.payload = null;
-        this.onChunk(this.seq, data);
+        this.onChunk(this.seq, p.parts.length === 1 ? Buffer.from(piece) : Buffer.concat(p.parts, p.length));
       }
     }
   }

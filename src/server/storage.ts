@@ -144,9 +144,17 @@ export class Storage {
       }
     }
     if (!final) throw new NbackupError('storage', `no free backup name in ${dir}`);
-    await writeFileAtomic(dir, path.basename(final) + SHA_SUFFIX, shaLine(final, sha256Hex));
-    await fs.promises.unlink(temp.path);
-    await fsyncDir(dir);
+    try {
+      await writeFileAtomic(dir, path.basename(final) + SHA_SUFFIX, shaLine(final, sha256Hex));
+      await fs.promises.unlink(temp.path);
+      await fsyncDir(dir);
+    } catch (err) {
+      // Not committed after all (no room for the sidecar, an I/O error): the archive's name goes
+      // again, so the session fails whole and no archive stands without its SHA-256 beside it.
+      await fs.promises.unlink(final).catch(() => undefined);
+      await fs.promises.rm(final + SHA_SUFFIX, { force: true }).catch(() => undefined);
+      throw new NbackupError('storage', `the archive could not be committed: ${errorMessage(err)}`, { cause: err });
+    }
     // The archive is committed now: a retention that fails is reported, it does not undo that.
     let rotation: Rotation;
     try {

@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { assertTreesEqual } from '../helpers/compare.js';
@@ -95,4 +97,26 @@ test('the symlink source comes back as the directory it pointed to, links inside
   assert.ok(fs.lstatSync(restored).isDirectory());
   assert.equal(fs.readFileSync(join(restored, 'app.conf'), 'utf8'), 'setting = 1\n');
   assert.equal(fs.readlinkSync(join(restored, 'inner-link')), 'app.conf');
+});
+
+test('what the walk leaves out counts: a socket is one warning in the summary and one stderr line, and the backup commits', async () => {
+  const src = join(work, 'with-socket');
+  fs.mkdirSync(src);
+  fs.writeFileSync(join(src, 'keep.txt'), 'kept\n');
+  const listener = net.createServer().listen(join(src, 'app.sock'));
+  await once(listener, 'listening');
+  try {
+    const yaml = join(work, 'agent-socket.yaml');
+    await writeYaml(yaml, agentConfigObject(pki, 'agent-a', env.server.port, [{ name: 'sock', storage: 'main', sources: [src] }]));
+    const r = await runAgent(['--config', yaml, '--once'], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, showRun(r));
+    const warned = r.logs.filter((l) => l.level === 40);
+    assert.equal(warned.length, 1, showRun(r));
+    assert.match(JSON.stringify(warned[0]), /app\.sock.*is a socket/);
+    const committed = r.logs.find((l) => l.msg === 'backup committed');
+    assert.equal(Number(committed?.warnings), 1, `the scanner's warning is in the total\n${showRun(r)}`);
+    assert.match(r.stderr, /backup "sock" committed with 1 warning; the log names each path/, showRun(r));
+  } finally {
+    listener.close();
+  }
 });

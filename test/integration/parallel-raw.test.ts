@@ -22,7 +22,7 @@ import { randomBytesSeeded } from '../helpers/tree.js';
 import { pollUntil } from '../helpers/wait.js';
 import { assertNoInternalError, committedBackups, listFilesRecursive, serverTail, type Env } from './harness.js';
 import { KiB, ParallelBench, TEST_TIMEOUT } from './parallel-bench.js';
-import { rawAgent, rawHandshake, rawHealth, trailerFor, type RawClient } from './raw-client.js';
+import { rawAgent, rawHandshake, rawHealth, sha256, trailerFor, type RawClient } from './raw-client.js';
 
 const bench = new ParallelBench();
 const { setup } = bench;
@@ -257,6 +257,46 @@ test('raw: a stream that joins between GO and the ParallelInit waits for its ses
     const waiting = await rawJoin(env, ack2.sessionId, 0, 10_000);
     clients.push(waiting.c);
     assert.deepEqual(waiting.ack, { status: ParallelStatus.NOT_FOUND, lastOffset: 0 });
+    assertNoInternalError(env.server);
+  } finally {
+    for (const c of clients) c.destroy();
+    await env.server.stop();
+  }
+});
+
+// ─── 10. a chunk that comes after the trailer ─────────────────────────────────────────────────
+
+test('raw: a chunk completed after the trailer is refused; the committed archive is exactly what the trailer describes', { timeout: TEST_TIMEOUT }, async () => {
+  const env = await setup('late-chunk');
+  const clients: RawClient[] = [];
+  try {
+    const chunkSize = 64 * KiB;
+    const { primary, sessionId } = await rawParallelSession(env, 'raw', 1, chunkSize);
+    clients.push(primary);
+    const s0 = await rawJoin(env, sessionId, 0);
+    clients.push(s0.c);
+    const data = randomBytesSeeded(chunkSize, 91);
+    s0.c.write(chunkFrame(0, data));
+    assert.deepEqual(await s0.c.read(decodeChunkSack, 5000, 'CSAK 0'), { streamIndex: 0, chunkSeq: 0, offset: CHUNK_HEADER_SIZE + chunkSize });
+    // Chunk 1 all but its last byte, then the trailer for chunk 0 alone; the last byte comes once
+    // the server has the file complete and is about to judge and commit it.
+    const late = chunkFrame(1, Buffer.alloc(chunkSize, 0x41));
+    s0.c.write(late.subarray(0, late.length - 1));
+    primary.write(trailerFor(data));
+    await env.server.waitForLog((l) => l.msg === 'parallel session assembled' && l.session === sessionId, 5000);
+    s0.c.write(late.subarray(late.length - 1));
+    assert.deepEqual(await primary.read(decodeFinalAck, 5000, 'Final ACK'), { status: FinalStatus.OK });
+    const refused = await env.server.waitForLog((l) => /chunk 1 could not be stored: .*after the trailer/.test(String(l.err ?? l.reason)), 5000);
+    assert.equal(refused.level, 40, `a warning: ${JSON.stringify(refused)}`);
+    await s0.c.waitClosed(5000);
+    // Nothing of chunk 1 reached the archive or its sidecar, now or later.
+    const dir = path.join(env.store, 'agent-a', 'raw');
+    const [archive] = await committedBackups(dir);
+    assert.ok(archive, 'one archive committed');
+    const sidecar = fs.readFileSync(path.join(dir, `${archive}.sha256`), 'utf8');
+    assert.equal(sidecar, `${sha256(data).toString('hex')}  ${archive}\n`);
+    assert.ok(fs.readFileSync(path.join(dir, archive)).equals(data), 'the archive is chunk 0 alone');
+    assert.deepEqual((await listFilesRecursive(dir)).map((f) => path.basename(f)).sort(), [archive, `${archive}.sha256`].sort());
     assertNoInternalError(env.server);
   } finally {
     for (const c of clients) c.destroy();

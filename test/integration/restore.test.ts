@@ -21,6 +21,7 @@ import { makeTree, type TreeInfo } from '../helpers/tree.js';
 import { agentConfigObject, committedBackups, makeWorkspace, restoredPath, showRun, writeServerConfig, flipMiddleByte } from './harness.js';
 import { rawAgent } from './raw-client.js';
 import { startProxy } from '../helpers/proxy.js';
+import { pollUntil } from '../helpers/wait.js';
 
 const T = { timeoutMs: 60_000 };
 const MiB = 1024 * 1024;
@@ -328,6 +329,23 @@ describe('restore, list and find from the agent', { timeout: 240_000 }, () => {
     // The agent's own index goes back the same way.
     assert.equal((await put('agent-a', real)).status, ReadStatus.OK);
     assert.ok(fs.readFileSync(`${file}.index.gz`).equals(real));
+    // Two uploads at once each write a temporary file of their own: one that goes wrong after the
+    // other has put its index in place cannot write into that index.
+    const zdir = join(store, 'agent-a', 'zst');
+    const slow = rawAgent(server!.port, pki, 'agent-a');
+    try {
+      await slow.connected();
+      slow.write(Buffer.concat([encodeIndexPut({ sessionId: session, length: real.length }), real.subarray(0, 100)]));
+      const started = await pollUntil(async () => fs.readdirSync(zdir).some((f) => f.endsWith('.tmp') && fs.statSync(join(zdir, f)).size === 100), 5000);
+      assert.ok(started, 'the slow upload has written its first 100 bytes');
+      assert.equal((await put('agent-a', real)).status, ReadStatus.OK);
+      slow.write(Buffer.alloc(real.length - 100, 0x5a));
+      assert.equal((await slow.read(decodeIndexAck, 10_000)).status, ReadStatus.REJECT);
+    } finally {
+      slow.destroy();
+    }
+    assert.ok(fs.readFileSync(`${file}.index.gz`).equals(real), 'the index in place is the good one, whole');
+    assert.deepEqual(fs.readdirSync(zdir).filter((f) => f.endsWith('.tmp')), []);
     const list = await runAgent(['list', '--config', yamlA, '--backup', 'zst'], T);
     assert.match(list.stdout, new RegExp(`^  \\S+ \\S+ UTC +\\S+ +\\S+ +42 +zstd +main +${sha.slice(0, 16)}$`.replace('42', String(members)), 'm'), list.stdout);
   });

@@ -312,3 +312,40 @@ test('server: a bad trailer after the half-close SACKs is still answered CHECKSU
     await server.stop();
   }
 });
+
+// ─── f. server: a resumed session under max_concurrent_sessions ──────────────────────────────
+
+test('server: a resumed session holds its slot again: at max_concurrent_sessions 1 a new session waits until it commits', { timeout: 60_000 }, async () => {
+  const { store, server } = await startEnv(tmp, pki, 'nbk-redge-slot-', { server: { max_concurrent_sessions: 1 } });
+  const D = randomBytesSeeded(256 * 1024, 41);
+  const clients: RawClient[] = [];
+  const open = (): RawClient => {
+    const c = rawAgent(server.port, pki);
+    clients.push(c);
+    return c;
+  };
+  try {
+    const c1 = open();
+    const sessionId = await handshake(c1, 'slot-a');
+    await c1.writeFlushed(Buffer.concat([encodeSingleMode(), D.subarray(0, 1000)]));
+    c1.reset();
+    await server.waitForLog((l) => l.msg === 'connection lost; session kept for resume' && l.session === sessionId, 5000);
+    // Resumed: always let in, and from then on it counts like any running session.
+    const c2 = open();
+    await c2.connected();
+    c2.write(encodeResume({ sessionId, agent: 'agent-a', storage: 'main' }));
+    const ra = await c2.read(decodeResumeAck, 5000, 'ResumeACK');
+    assert.equal(ra.status, ResumeStatus.OK);
+    const waiting = await rawHandshake(open(), { agent: 'agent-a', backup: 'slot-b' });
+    assert.equal(waiting.status, AckStatus.WAIT, `a second session while the resumed one runs: ${waiting.status} ${waiting.message}`);
+    c2.socket.end(Buffer.concat([D, trailerFor(D)]).subarray(ra.lastOffset));
+    assert.equal((await readUntilFinal(c2)).final, FinalStatus.OK);
+    // Its slot is free again once it committed.
+    const c3 = open();
+    await handshake(c3, 'slot-b');
+    assert.equal((await committedBackups(path.join(store, 'agent-a', 'slot-a'))).length, 1);
+  } finally {
+    for (const c of clients) c.destroy();
+    await server.stop();
+  }
+});

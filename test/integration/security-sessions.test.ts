@@ -6,18 +6,18 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { AckStatus, FinalStatus, HealthStatus } from '../../protocol/constants.js';
-import { encodeSingleMode } from '../../protocol/frames.js';
+import { AckStatus, FinalStatus, HealthStatus, ReadStatus, ReadTarget } from '../../protocol/constants.js';
+import { decodeReadHead, encodeReadRequest, encodeSingleMode } from '../../protocol/frames.js';
 import type { Pki } from '../helpers/pki.js';
 import { runAgent, startServer, type ServerHandle } from '../helpers/proc.js';
 import { compressibleText } from '../helpers/tree.js';
 import { pollUntil } from '../helpers/wait.js';
 import { committedBackups, listFilesRecursive, showRun, tmpFiles, waitForTempBytes, writeAgentConfig, writeServerConfig } from './harness.js';
-import { rawHealth, trailerFor } from './raw-client.js';
+import { rawAgent, rawHealth, trailerFor } from './raw-client.js';
 import { AGENT_TIMEOUT_MS, SecurityBench } from './security-bench.js';
 
 describe('server security and robustness (real server, raw mTLS clients)', { timeout: 110_000 }, () => {
@@ -221,6 +221,32 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     const files = await committedBackups(join(rBase, 'agent-a', 'start-over'));
     assert.equal(files.length, 1);
     assert.ok((await readFile(join(rBase, 'agent-a', 'start-over', files[0]))).equals(gzData));
+  });
+
+  it('(k2b) a READ whose client stops taking bytes is closed after idle_timeout, and the server serves on', async () => {
+    const dir = join(rBase, 'agent-a', 'read-stall');
+    await mkdir(dir, { recursive: true });
+    const name = '2026-01-01T00-00-00-000.tar.gz';
+    await writeFile(join(dir, name), '');
+    await truncate(join(dir, name), 64 << 20); // far more than the sockets' buffers hold
+    const c = rawAgent(restartServer!.port, pki);
+    try {
+      await c.connected();
+      c.write(encodeReadRequest({ agent: 'agent-a', storage: 'main', backup: 'read-stall', name, target: ReadTarget.ARCHIVE, offset: 0, length: 0 }));
+      const head = await c.read(decodeReadHead, 5000, 'READ head');
+      assert.equal(head.status, ReadStatus.OK, head.message);
+      c.socket.pause();
+      const t0 = Date.now();
+      await restartServer!.waitForLog((l) => l.msg === 'connection closed' && /the reader took nothing for 2 s/.test(String(l.err)), 10_000);
+      const waited = Date.now() - t0;
+      assert.ok(waited >= 1500, `closed after ${waited} ms, before idle_timeout (2 s)`);
+      c.socket.resume();
+      await c.waitClosed(5000);
+      assert.ok(c.received.length < 64 << 20, 'the client never took the whole file');
+    } finally {
+      c.destroy();
+    }
+    assert.equal((await rawHealth(restartServer!.port, pki)).status, HealthStatus.READY, 'the server still serves');
   });
 
   it('(k3) a server restart removes the temporary file of a session cut by a crash, once older than session_ttl', async () => {

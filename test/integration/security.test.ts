@@ -125,6 +125,9 @@ describe('server security and robustness (real server, raw mTLS clients)', { tim
     const filesBefore = await listFilesRecursive(base);
     const dirsBefore = (await readdir(base)).sort();
     for (const hs of cases) await expectRefused(hs, AckStatus.REJECT);
+    // A refusal that quotes a long value still reaches the client, its message cut to fit a line.
+    const quoted = await expectRefused({ format: 'z'.repeat(500) }, AckStatus.REJECT);
+    assert.match(quoted.message, /^unknown archive format "z{400,}\.\.\.$/, quoted.message);
     // An unsupported protocol version is refused too.
     await expectRefused({ version: 0x01 }, AckStatus.REJECT);
     await expectRefused({ version: 0xff }, AckStatus.REJECT);

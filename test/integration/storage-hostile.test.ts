@@ -168,6 +168,42 @@ describe('a storage with things planted in it', { timeout: 110_000 }, () => {
     assertNoInternalError(server);
   });
 
+  it('a commit that cannot write the SHA-256 beside its archive takes the archive name back: the session fails whole', async () => {
+    const { store, yaml } = await setUp('nbk-hostile-sidecar-');
+    const server = await start(yaml);
+    const dir = join(store, 'agent-a', 'app');
+    fs.mkdirSync(dir, { recursive: true });
+    // An archive named in the future makes the next name known; a folder where its sidecar's
+    // temporary file goes makes the sidecar write fail after the archive was linked.
+    fs.writeFileSync(join(dir, '2099-01-01T00-00-00-000.tar.gz'), 'planted\n');
+    const next = '2099-01-01T00-00-00-001.tar.gz';
+    fs.mkdirSync(join(dir, `.${next}.sha256.tmp`));
+    const backup = async (seed: number): Promise<number | null> => {
+      const c = rawAgent(server.port, pki);
+      try {
+        const ack = await rawHandshake(c, { agent: 'agent-a' });
+        assert.equal(ack.status, AckStatus.GO, ack.message);
+        c.write(encodeSingleMode());
+        const body = randomBytesSeeded(50_000, seed);
+        await c.writeFlushed(body);
+        c.write(trailerFor(body));
+        c.socket.end();
+        return (await readUntilFinal(c, { timeoutMs: 10_000, errorMeansNoFinal: true })).final;
+      } finally {
+        c.destroy();
+      }
+    };
+    assert.equal(await backup(5), FinalStatus.WRITE_ERROR, serverTail(server));
+    await server.waitForLog((l) => /the archive could not be committed/.test(String(l.reason)), 5000);
+    assert.deepEqual(fs.readdirSync(dir).sort(), [`.${next}.sha256.tmp`, '2099-01-01T00-00-00-000.tar.gz'], `no archive without its sidecar, no temporary file\n${serverTail(server)}`);
+    // Once the obstacle is gone, the next backup commits under that name, sidecar and all.
+    fs.rmdirSync(join(dir, `.${next}.sha256.tmp`));
+    assert.equal(await backup(6), FinalStatus.OK, serverTail(server));
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['2099-01-01T00-00-00-000.tar.gz', next, `${next}.sha256`]);
+    assert.equal(fs.readFileSync(join(dir, `${next}.sha256`), 'utf8'), `${createHash('sha256').update(randomBytesSeeded(50_000, 6)).digest('hex')}  ${next}\n`);
+    assertNoInternalError(server);
+  });
+
   it('a planted session record whose temporary file is a symlink: a restart does not truncate the target', async () => {
     const { store, outside, yaml } = await setUp('nbk-hostile-adopt-');
     const dir = join(store, 'agent-a', 'app');

@@ -28,6 +28,7 @@ import {
   decodeControlOpen,
   decodeControlPong,
   decodeFinalAck,
+  finalAckDecoder,
   decodeHandshake,
   decodeHealthPong,
   decodeMode,
@@ -259,7 +260,22 @@ test('encoders refuse strings that cannot be a line', () => {
   throwsCode(() => encodeHandshake({ agent: 'a\ud800', storage: 's', backup: 'b' }), 'bad-utf8', /surrogate/);
   assert.ok(encodeHandshake({ agent: 'a\ud83d\ude00', storage: 's', backup: 'b' })); // a proper pair is fine
   throwsCode(() => encodeHandshake({ agent: 1 as unknown as string, storage: 's', backup: 'b' }), 'bad-value');
-  throwsCode(() => encodeAck({ status: AckStatus.GO, message: 'x'.repeat(600), sessionId: UUID }), 'line-too-long', /message/);
+});
+
+test('a free-text message is made to fit its line, never refused: cut at a character boundary, newlines and lone surrogates replaced', () => {
+  // 600 bytes of ASCII: cut to 509 and "...", exactly the 512-byte limit.
+  const ack = decodeAck(encodeAck({ status: AckStatus.GO, message: 'x'.repeat(600), sessionId: UUID }))!.value;
+  assert.equal(ack.message, 'x'.repeat(509) + '...');
+  assert.equal(ack.sessionId, UUID);
+  // 3-byte characters: the cut never splits one, and what is left still decodes as UTF-8.
+  const fin = finalAckDecoder(PROTOCOL_VERSION)(encodeFinalAck({ status: FinalStatus.WRITE_ERROR, message: 'a' + '\u20ac'.repeat(300) }, PROTOCOL_VERSION))!.value;
+  assert.equal(fin.message, 'a' + '\u20ac'.repeat(169) + '...');
+  assert.ok(Buffer.byteLength(fin.message!) <= MAX_LINE_BYTES);
+  // A message quoting what a peer sent may hold a newline or half a surrogate pair.
+  const odd = decodeAck(encodeAck({ status: AckStatus.REJECT, message: 'bad "a\nb" \ud800', sessionId: '' }))!.value;
+  assert.equal(odd.message, 'bad "a b" \ufffd');
+  // A message under the limit is sent as it is.
+  assert.equal(decodeAck(encodeAck({ status: AckStatus.REJECT, message: 'short', sessionId: '' }))!.value.message, 'short');
 });
 
 test('encoders default the version byte to PROTOCOL_VERSION', () => {

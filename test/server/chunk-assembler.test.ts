@@ -115,3 +115,31 @@ test('taken up after a restart with the next chunk already staged: it is written
   await a.dispose();
   fs.closeSync(fd);
 });
+
+test('seal: once the trailer size is in, nothing more is written or hashed; chunks waiting, queued or late are refused, re-sent ones are not', async () => {
+  const { a, file, fd } = setup(64 * 1024);
+  const data = chunks(3, 8192, 9);
+  await Promise.all([a.add(0, data[0]), a.add(1, data[1])]);
+  const size = data[0].length + data[1].length;
+  await a.reach(size);
+  // Chunk 2 is queued for the file (its turn has come) and chunk 3 waits in memory; then the
+  // session is sealed at the trailer's size, before the queued write starts.
+  const queued = a.add(2, data[2]);
+  const waiting = a.add(3, randomBytesSeeded(4096, 99));
+  a.seal();
+  await assert.rejects(queued, /after the trailer/);
+  await assert.rejects(waiting, /after the trailer/);
+  // A chunk in turn arriving after the seal, and one far ahead: refused, nothing written.
+  await assert.rejects(a.add(2, data[2]), /after the trailer/);
+  await assert.rejects(a.add(7, data[2]), /after the trailer/);
+  // A chunk already in the file, sent again after a re-join: still a harmless duplicate.
+  await a.add(1, Buffer.from(data[1]));
+  await a.settled();
+  assert.equal(a.failed, null, 'a late chunk does not fail the session');
+  assert.equal(a.written, size);
+  assert.equal(a.nextSeq, 2);
+  assert.deepEqual(a.digest(), crypto.createHash('sha256').update(Buffer.concat([data[0], data[1]])).digest());
+  assert.equal(fs.statSync(file).size, size);
+  await a.dispose();
+  fs.closeSync(fd);
+});

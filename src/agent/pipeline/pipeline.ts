@@ -64,7 +64,13 @@ export async function runPipeline(opts: PipelineOptions): Promise<PipelineResult
     (text, members) => index.lines(text, members),
   );
   opts.onStart?.(packer.stats);
-  const scanOptions = { exclude: opts.exclude, onWarning: opts.onWarning, onNotice: opts.onNotice };
+  // What the walk leaves out (a folder it cannot list, one swapped mid-walk) counts with what the
+  // packer leaves out: the run's warning total is every path a warning named.
+  const onScanWarning = (w: ScanWarning): void => {
+    packer.stats.warnings++;
+    opts.onWarning(w);
+  };
+  const scanOptions = { exclude: opts.exclude, onWarning: onScanWarning, onNotice: opts.onNotice };
   for (const item of packer.packsRuns ? scanWithRuns(opts.sources, scanOptions) : scanSources(opts.sources, scanOptions)) {
     if (opts.signal?.aborted) throw opts.signal.reason;
     const wait = item.type === 'run' ? packer.addRun(item) : packer.add(item);

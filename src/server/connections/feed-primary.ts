@@ -44,6 +44,8 @@ export async function feedPrimary(ctx: ServerContext, session: ParallelSession, 
       ctx.registry.detach(session, remote, 'the primary connection closed while its chunks were still arriving');
       return;
     }
+    // The file is complete: nothing the streams still send may change it from here on.
+    assembler.seal();
     await assembler.settled();
     if (assembler.failed) {
       await concludeSession(ctx, session, conn, { failed: assembler.failed });

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReadStatus, isSupportedVersion } from '../../../protocol/constants.js';
@@ -31,7 +32,8 @@ export async function serveIndexPut(ctx: ServerContext, conn: Connection, req: I
   if (req.length > MAX_INDEX_BYTES) return answer(ReadStatus.REJECT, `an index of ${req.length} bytes is larger than ${MAX_INDEX_BYTES}`);
   const dir = path.dirname(committed.file);
   const final = committed.file + INDEX_SUFFIX;
-  const tmp = path.join(dir, `.${path.basename(final)}.tmp`);
+  // One temporary file per upload: two uploads of one index never write into each other's file.
+  const tmp = path.join(dir, `.${path.basename(final)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
   // An index draws on the free space above min_free like an archive does, all of it up front.
   const storage = ctx.storages.get(committed.storage);
   if (!storage) return answer(ReadStatus.NOT_FOUND, `storage "${committed.storage}" is no longer configured`);
@@ -45,7 +47,7 @@ export async function serveIndexPut(ctx: ServerContext, conn: Connection, req: I
     if (err instanceof NoSpaceError) return answer(ReadStatus.REJECT, `index not stored: ${err.message}`);
     throw err;
   }
-  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC | SAFE_OPEN, 0o640).catch((err: unknown) => {
+  const fh = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | SAFE_OPEN, 0o640).catch((err: unknown) => {
     space.written(req.length);
     throw err;
   });

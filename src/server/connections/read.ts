@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { ReadStatus, ReadTarget } from '../../../protocol/constants.js';
 import { encodeReadHead, type ReadRequest } from '../../../protocol/frames.js';
 import { INDEX_SUFFIX } from '../../archive/index-header.js';
-import { errnoCode, errorMessage } from '../../errors.js';
+import { NbackupError, errnoCode, errorMessage } from '../../errors.js';
 import type { Connection, ServerContext } from '../context.js';
 import { checkReader, locateArchive } from './read-access.js';
 import { OddEntryError, openRegular } from '../storage-entries.js';
@@ -40,7 +40,14 @@ export async function serveRead(ctx: ServerContext, conn: Connection, req: ReadR
     socket.write(encodeReadHead({ status: ReadStatus.OK, message: '', length }));
     if (length > 0) {
       const body = fh.createReadStream({ start: req.offset, end: req.offset + length - 1, autoClose: false, highWaterMark: 1 << 20 });
-      await pipeline(body, socket);
+      // A reader that stops taking bytes does not hold the file and this handler forever.
+      const idleMs = ctx.config.server.idle_timeout;
+      socket.setTimeout(idleMs, () => socket.destroy(new NbackupError('timeout', `the reader took nothing for ${idleMs / 1000} s`)));
+      try {
+        await pipeline(body, socket);
+      } finally {
+        socket.setTimeout(0);
+      }
     } else {
       socket.end();
     }

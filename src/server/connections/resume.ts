@@ -40,6 +40,7 @@ export async function serveResume(ctx: ServerContext, conn: Connection, rs: Resu
     return notFound('session ended');
   }
   ctx.registry.resumed(session);
+  ctx.gate.hold(session.key);
   if (session.mode === 'single') {
     try {
       await session.receiver.flushed();

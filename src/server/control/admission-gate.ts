@@ -5,10 +5,11 @@ import type { ControlHub } from './control-hub.js';
  * `server.max_concurrent_sessions`: how many sessions may be received at once (0 = no limit).
  *
  * A session holds a slot from its handshake until it is committed, discarded, or its connection is
- * lost (a session kept for a resume does not hold one; its resume is let in). An agent over the
- * limit gets BUSY on the handshake; if it has a control channel it is also told to wait (CDFE) and
- * queued, and when a slot frees the first queued agent still connected is admitted (CADM) and the
- * slot is kept for it for RESERVE_MS. Agents without a control channel retry on their own.
+ * lost (a session kept for a resume does not hold one; its resume is always let in, and holds one
+ * again, even past the limit). An agent over the limit gets BUSY on the handshake; if it has a
+ * control channel it is also told to wait (CDFE) and queued, and when a slot frees the first queued
+ * agent still connected is admitted (CADM) and the slot is kept for it for RESERVE_MS. Agents
+ * without a control channel retry on their own.
  */
 const RESERVE_MS = 30_000;
 /** What CDFE tells a waiting agent: come back in this many minutes at the latest. */
@@ -50,6 +51,16 @@ export class AdmissionGate {
     if (this.hub.send(agent, { type: 'defer', minutes: DEFER_MINUTES }) && !this.waiting.includes(agent)) this.waiting.push(agent);
     this.log.info({ agent, key, inUse: this.holders.size, reserved: this.reserved.size, limit: this.limit, queued: this.waiting.length }, 'admission: deferred');
     return false;
+  }
+
+  /**
+   * A resumed session holds a slot again, even past the limit: a resume is never refused (the
+   * agent would send its whole backup again), but while it runs, new sessions wait as for any other.
+   */
+  hold(key: string): void {
+    if (this.holders.has(key)) return;
+    this.holders.add(key);
+    if (this.limit > 0) this.log.info({ key, inUse: this.holders.size, limit: this.limit }, 'admission: slot held again by a resumed session');
   }
 
   /** Session `key` no longer holds its slot (idempotent); the next waiting agent may be admitted. */
