@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { FrameReader } from '../../protocol/reader.js';
 import type { Decoded } from '../../protocol/frames.js';
 import { NbackupError } from '../errors.js';
+import { timerDelay } from '../timer-limit.js';
 
 /**
  * Reads protocol frames from a socket with a deadline. Data that arrives before anyone asks is kept
@@ -69,7 +70,8 @@ export class FrameSocket {
       const left = deadline - performance.now();
       if (left <= 0) throw new NbackupError('timeout', `no ${what} within ${Math.round(timeoutMs / 1000)}s`);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
+        // A deadline past the timer limit is reached in steps (the loop checks it again).
+        const timer = setTimeout(resolve, timerDelay(left));
         this.notify = () => {
           clearTimeout(timer);
           this.notify = null;

@@ -1,4 +1,5 @@
 import { CronExpressionParser } from 'cron-parser';
+import { MAX_TIMER_MS } from '../timer-limit.js';
 
 /**
  * A cron schedule on Node's timers, shared by the agent's backup entries and the server's
@@ -19,8 +20,6 @@ export interface CronTimerEvents {
   onSetBack?: (next: Date, was: Date) => void;
 }
 
-/** Longest wait setTimeout takes; a later time is reached in steps. */
-const MAX_TIMER = 2 ** 31 - 1;
 
 /** The first time of `schedule` strictly after `after`. */
 export function nextCronTime(schedule: string, after: Date): Date {
@@ -63,7 +62,7 @@ export class CronTimer {
           this.events.onSetBack?.(again, when);
           when = again;
         }
-        this.timer = setTimeout(wake, Math.min(MAX_TIMER, when.getTime() - now));
+        this.timer = setTimeout(wake, Math.min(MAX_TIMER_MS, when.getTime() - now));
         if (this.opts.unref) this.timer.unref();
         return;
       }

@@ -4,10 +4,11 @@ import { decodeControlFromServer, encodeControlFromAgent, encodeControlOpen, typ
 import type { AgentConfig } from '../../config/index.js';
 import { errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
-import { FrameSocket } from '../../net/frame-socket.js';
+import { FrameSocket, whenDrained } from '../../net/frame-socket.js';
 import type { TlsMaterial } from '../../tls/material.js';
 import { connectServer } from '../../net/connect-server.js';
 import { sleep } from '../session/retry.js';
+import { timerDelay } from '../../timer-limit.js';
 
 /**
  * The agent's control channel (spec §5): one long-lived `CTRL` connection, pinged every
@@ -26,6 +27,10 @@ import { sleep } from '../session/retry.js';
  * hearing the server on the new connection (the server keeps the newest channel of an agent).
  */
 const RTT_ALPHA = 0.25;
+/** Answers queued for a server that does not read them, before the channel stops reading. */
+const MAX_UNSENT_BYTES = 64 * 1024;
+/** Longest wait a CDFE is heard as. */
+const MAX_DEFER_MINUTES = 60;
 
 export type RotateHandler = (streamIndex: number) => Promise<void>;
 
@@ -40,6 +45,8 @@ export class ControlClient {
   private attempt = new AbortController();
   private admittedAt = 0;
   private deferredUntil = 0;
+  /** Streams whose rotation (CROT) is under way: a repeated CROT for one of them is the same request. */
+  private readonly rotating = new Set<number>();
   private readonly admitWaiters = new Set<() => void>();
   private readonly upWaiters = new Set<() => void>();
   private running: Promise<void> | null = null;
@@ -127,7 +134,7 @@ export class ControlClient {
         set.delete(cancel);
         resolve();
       };
-      const timer = setTimeout(cancel, Math.max(0, timeoutMs));
+      const timer = setTimeout(cancel, timerDelay(timeoutMs));
       set.add(cancel);
     });
     return { done, cancel };
@@ -171,7 +178,11 @@ export class ControlClient {
     ping();
     const timer = setInterval(ping, keepalive);
     try {
-      for (;;) this.handle(await frames.read(decodeControlFromServer, keepalive * 2.5, 'control frame from the server'));
+      for (;;) {
+        // Answers (pings, CRAKs) the server does not take stop the reading: its frames wait in TCP.
+        if (socket.writableLength > MAX_UNSENT_BYTES) await whenDrained(socket);
+        this.handle(await frames.read(decodeControlFromServer, keepalive * 2.5, 'control frame from the server'));
+      }
     } finally {
       clearInterval(timer);
     }
@@ -195,18 +206,26 @@ export class ControlClient {
         this.log.info({ slot: msg.slot }, 'admitted by the server');
         for (const w of [...this.admitWaiters]) w();
         return;
-      case 'defer':
-        this.deferredUntil = Date.now() + msg.minutes * 60_000;
-        this.log.info({ minutes: msg.minutes }, 'the server asks to wait before starting a backup');
+      case 'defer': {
+        // The server's own ask is a minute; longer is heard as an hour at most (then the agent asks again).
+        const minutes = Math.min(msg.minutes, MAX_DEFER_MINUTES);
+        this.deferredUntil = Date.now() + minutes * 60_000;
+        this.log.info({ minutes, asked: msg.minutes }, 'the server asks to wait before starting a backup');
         return;
+      }
       case 'rotate': {
         const index = msg.streamIndex;
+        // A CROT for a stream already rotating is the same request: its one CRAK answers both. So a
+        // server that repeats itself costs at most one rotation, log line and answer per stream.
+        if (this.rotating.has(index)) return;
+        this.rotating.add(index);
         const drained = this.onRotate ? this.onRotate(index) : Promise.resolve();
         this.log.info({ stream: index }, 'the server asks to rotate a stream');
         // The answer goes on the channel as it is once drained: a reconnect since takes it too.
         void drained
           .catch((err: unknown) => this.log.warn({ stream: index, err: errorMessage(err) }, 'stream rotation failed'))
           .then(() => {
+            this.rotating.delete(index);
             const now = this.socket;
             if (now && !now.destroyed) now.write(encodeControlFromAgent({ type: 'rotate-ack', streamIndex: index }));
           });

@@ -36,8 +36,11 @@ export async function connectAndGreet<T>(
     } catch (err) {
       socket?.destroy();
       if (stop?.aborted) throw stop.reason;
+      // A refusal (WAIT at max_concurrent_sessions among them) is an answer, not a failure: only a
+      // connection that failed draws on the budget that later breaks (and resumes) need.
+      if (!isRetryable(err)) throw err;
       const delay = budget.fail();
-      if (!isRetryable(err) || delay === null) throw err;
+      if (delay === null) throw err;
       log.warn({ err: errorMessage(err), attempt: budget.failures, delayMs: delay }, socket ? 'no answer from the server; retrying' : 'connection failed; retrying');
       stats.reconnects++;
       await sleep(delay, stop);

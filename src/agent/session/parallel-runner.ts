@@ -9,7 +9,7 @@ import { NO_DEADLINE_MS, backoffSignal, reportProgress, type BackupContext, type
 import { DataStream, REJOIN_ATTEMPTS, type StreamEnv } from './data-stream.js';
 import { committedAnswer, failureOf } from './final-answer.js';
 import type { PrimaryConnection } from './primary.js';
-import { RetryBudget, isRetryable, sleep } from './retry.js';
+import { RestartSession, RetryBudget, isRetryable, sleep } from './retry.js';
 
 /**
  * A parallel session (protocol §3): up to `parallels` data streams share the chunks of the ring
@@ -76,7 +76,9 @@ export async function runParallel(p: ParallelSend): Promise<FinalAck> {
           giveUp(new NbackupError('network', `all ${n} parallel stream${n === 1 ? ' is' : 's are'} dead (each failed ${REJOIN_ATTEMPTS} re-joins); the backup cannot continue`));
         }
       },
-      (err: unknown) => giveUp(asNbackupError(err)),
+      // A stream that finds its session gone (PJIN NOT_FOUND) asks for a new session: that
+      // request must reach backup-job as it is, not as an internal error.
+      (err: unknown) => giveUp(err instanceof RestartSession ? err : asNbackupError(err)),
     );
     runners.push(run);
   };

@@ -1,4 +1,4 @@
-import { PROTOCOL_VERSION, TRAILER_SIZE } from '../../../protocol/constants.js';
+import { FinalStatus, PROTOCOL_VERSION, TRAILER_SIZE } from '../../../protocol/constants.js';
 import { serverDataMessageDecoder, type FinalAck } from '../../../protocol/frames.js';
 import { NbackupError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
@@ -97,7 +97,13 @@ async function transmit(s: SingleSend, from: number): Promise<FinalAck> {
   const finalAck = (async (): Promise<FinalAck> => {
     for (;;) {
       const msg = await frames.read(DATA_MESSAGES, NO_DEADLINE_MS, 'acknowledgement from the server');
-      if (msg.type === 'final') return { status: msg.status, message: msg.message };
+      if (msg.type === 'final') {
+        // Only a failure may come early: an OK for a stream the server has not had whole is a lie.
+        if (msg.status === FinalStatus.OK && !awaitingFinal) {
+          throw new NbackupError('protocol', `the server answered ${FinalStatus.OK} (committed) before the trailer was sent`);
+        }
+        return { status: msg.status, message: msg.message };
+      }
       // SACK offsets count trailer bytes too, which never enter the ring.
       if (msg.offset > ring.head + TRAILER_SIZE || (msg.offset > ring.head && !ring.ended)) {
         throw new NbackupError('protocol', `server acknowledged offset ${msg.offset}, beyond the ${ring.head} bytes produced`);

@@ -1,0 +1,130 @@
+/**
+ * The agent against a server that lies: a TLS server made in the test, with a certificate of the
+ * test's CA, that speaks just enough of the protocol to tell the agent something it must not
+ * believe. The agent must fail the backup, never report it committed.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import tls from 'node:tls';
+import { after, before, test } from 'node:test';
+import { AckStatus, FinalStatus } from '../../protocol/constants.js';
+import { decodeClientHello, encodeAck, encodeControlFromServer, encodeFinalAck } from '../../protocol/frames.js';
+import type { Pki } from '../helpers/pki.js';
+import { AGENT_BIN, runAgent, writeYaml } from '../helpers/proc.js';
+import { spawn } from 'node:child_process';
+import { TempDirs } from '../helpers/tmp.js';
+import { randomBytesSeeded } from '../helpers/tree.js';
+import { agentConfigObject, makeWorkspace, showRun } from './harness.js';
+
+const tmp = new TempDirs();
+let pki: Pki;
+let work: string;
+
+before(async () => {
+  ({ work, pki } = await makeWorkspace(tmp, 'nbk-liar-', ['agent-a']));
+  fs.mkdirSync(join(work, 'src'));
+  // Several MiB that do not compress: the agent is still sending when the lie comes.
+  fs.writeFileSync(join(work, 'src', 'data.bin'), randomBytesSeeded(8 << 20, 5));
+});
+after(() => tmp.cleanup());
+
+/** A server that answers every session handshake GO and, right after it, Final ACK OK. */
+async function earlyOkServer(): Promise<{ port: number; sessions: string[]; close: () => void }> {
+  const sessions: string[] = [];
+  const server = tls.createServer(
+    { key: fs.readFileSync(pki.serverKey), cert: fs.readFileSync(pki.serverCert), ca: fs.readFileSync(pki.caCert), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    (socket) => {
+      let buf: Buffer | null = Buffer.alloc(0);
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        if (buf === null) return; // answered: the rest is read and dropped
+        buf = Buffer.concat([buf, chunk]);
+        const hello = decodeClientHello(buf);
+        if (!hello) return;
+        buf = null;
+        if (hello.value.kind !== 'NBKP') return void socket.destroy();
+        const id = randomUUID();
+        sessions.push(id);
+        const version = hello.value.value.version;
+        socket.write(Buffer.concat([encodeAck({ status: AckStatus.GO, message: '', sessionId: id }), encodeFinalAck({ status: FinalStatus.OK, message: '' }, version)]));
+      });
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return { port, sessions, close: () => server.close() };
+}
+
+test('a Final ACK OK before the trailer was sent is a protocol error: the backup fails, nothing is reported committed', { timeout: 60_000 }, async () => {
+  const liar = await earlyOkServer();
+  try {
+    const yaml = join(work, 'agent.yaml');
+    await writeYaml(yaml, agentConfigObject(pki, 'agent-a', liar.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]));
+    const r = await runAgent(['--config', yaml, '--once'], { timeoutMs: 45_000 });
+    assert.equal(liar.sessions.length >= 1, true, `the agent reached the server\n${showRun(r)}`);
+    assert.equal(r.code, 1, showRun(r));
+    assert.match(r.stderr, /backup "app" failed: .*answered 0 \(committed\) before the trailer was sent/, showRun(r));
+    assert.ok(!r.logs.some((l) => l.msg === 'backup committed'), showRun(r));
+  } finally {
+    liar.close();
+  }
+});
+
+/**
+ * A server at capacity that asks for an absurd wait: every control channel gets a pong (so the
+ * channel is up) and a CDFE of 50,000 minutes, every session handshake ACK WAIT.
+ */
+async function deferringServer(): Promise<{ port: number; handshakes: () => number; close: () => void }> {
+  let handshakes = 0;
+  const server = tls.createServer(
+    { key: fs.readFileSync(pki.serverKey), cert: fs.readFileSync(pki.serverCert), ca: fs.readFileSync(pki.caCert), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' },
+    (socket) => {
+      let buf: Buffer | null = Buffer.alloc(0);
+      socket.on('error', () => undefined);
+      socket.on('data', (chunk: Buffer) => {
+        if (buf === null) return;
+        buf = Buffer.concat([buf, chunk]);
+        const hello = decodeClientHello(buf);
+        if (!hello) return;
+        buf = null;
+        if (hello.value.kind === 'CTRL') {
+          socket.write(encodeControlFromServer({ type: 'pong', timestampNs: process.hrtime.bigint(), load: 0, freeMiB: 1 }));
+          socket.write(encodeControlFromServer({ type: 'defer', minutes: 50_000 }));
+        } else if (hello.value.kind === 'NBKP') {
+          handshakes++;
+          socket.end(encodeAck({ status: AckStatus.WAIT, message: 'at max_concurrent_sessions', sessionId: '' }));
+        } else socket.destroy();
+      });
+    },
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as { port: number }).port, handshakes: () => handshakes, close: () => server.close() };
+}
+
+test('a CDFE longer than a timer can wait does not turn into a reconnect loop: the agent waits', { timeout: 60_000 }, async () => {
+  const srv = await deferringServer();
+  const yaml = join(work, 'agent-defer.yaml');
+  const cfg = agentConfigObject(pki, 'agent-a', srv.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]);
+  cfg.daemon = { control_channel: { enabled: true } };
+  await writeYaml(yaml, cfg);
+  const agent = spawn(process.execPath, [AGENT_BIN, '--config', yaml, '--once'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  agent.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  agent.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  try {
+    // Wait until the agent has heard WAIT and says it waits for admission, then give it 3 s.
+    const deadline = Date.now() + 20_000;
+    while (!out.includes('waiting for admission') && Date.now() < deadline && agent.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(out.includes('waiting for admission'), out);
+    const seen = srv.handshakes();
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal(agent.exitCode, null, `the agent still waits\n${out}`);
+    assert.equal(srv.handshakes(), seen, `no new handshake while it waits (${srv.handshakes() - seen} more)\n${out.slice(-2000)}`);
+    assert.match(out, /"minutes":60,"asked":50000/, 'the wait is heard as an hour at most');
+  } finally {
+    agent.kill('SIGKILL');
+    srv.close();
+  }
+});
