@@ -29,6 +29,10 @@
  *                                    trailer is sent), forward the server's SACKs but not the
  *                                    Final ACK: reset both sides the moment it arrives, so the
  *                                    server has committed and the agent never hears it.
+ *   { freezeAfterClientEnd: true }   once the client has half-closed (a parallel primary after
+ *                                    its trailer), pass its end on, then nothing more either way:
+ *                                    the server's answer and close never reach the client, whose
+ *                                    connection stays open and silent (a hung server, a lost FIN).
  *   { forward: true }                plain forwarding (same as having no plan).
  *
  * "Flushed upstream" means delivered to the server's kernel: the TLS write callbacks have fired
@@ -52,6 +56,7 @@ export type TlsConnPlan =
   | { resetAfterPlaintextBytes: number }
   | { rewriteResumeOffset: number }
   | { swallowFinalAck: true }
+  | { freezeAfterClientEnd: true }
   | { forward: true };
 
 export type TlsConnState =
@@ -61,6 +66,7 @@ export type TlsConnState =
   | 'resetting' // plan triggered, waiting for the forwarded bytes to be flushed
   | 'reset' // both sides reset by the plan
   | 'failed' // a TLS handshake (either side) failed
+  | 'frozen' // freezeAfterClientEnd: nothing more is forwarded, the client's side stays open
   | 'closed'; // ended by the peers (or by close())
 
 export interface TlsConnInfo {
@@ -554,6 +560,7 @@ class TlsMitmProxy implements TlsProxy {
         return;
       }
       if (!upstream.destroyed) upstream.end();
+      if (plan && 'freezeAfterClientEnd' in plan) info.state = 'frozen';
     });
     upstream.on('end', () => {
       if (live() && !client.destroyed) client.end();

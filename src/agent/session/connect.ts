@@ -6,19 +6,12 @@ import { backoffSignal, type BackupContext, type RunStats } from './context.js';
 import { isRetryable, sleep, type RetryBudget } from './retry.js';
 
 /**
- * Connects, retrying with backoff while the failure is a network one and the budget lasts. The
- * run's abort or a stopping daemon ends an attempt under way as it ends a back-off.
- */
-export function connectWithRetry(ctx: BackupContext, log: Logger, stats: RunStats, budget: RetryBudget): Promise<tls.TLSSocket> {
-  return connectAndGreet(ctx, log, stats, budget, (socket) => Promise.resolve(socket));
-}
-
-/**
- * Connects and runs `greet` on the connection (its first frame and the server's answer), both
- * retried like connectWithRetry: a server that closes the connection before it answers (one
- * restarting, or over a connection limit) is tried again as one that could not be reached. A
- * failure that is not a network one (a refusal) ends it. The connection is destroyed when `greet`
- * throws.
+ * Connects and runs `greet` on the connection (its first frame and the server's answer), retrying
+ * with backoff while the failure is a network one and the budget lasts: a server that closes the
+ * connection before it answers (one restarting, or over a connection limit) is tried again as one
+ * that could not be reached. A failure that is not a network one (a refusal) ends it at once,
+ * without drawing on the budget. The run's abort or a stopping daemon ends an attempt under way as
+ * it ends a back-off. The connection is destroyed when `greet` throws.
  */
 export async function connectAndGreet<T>(
   ctx: BackupContext,

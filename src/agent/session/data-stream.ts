@@ -44,6 +44,8 @@ export class DataStream {
   private ackWaiters: (() => void)[] = [];
   private readonly log: Logger;
   joins = 0;
+  /** ChunkSACKs heard on all of this stream's connections. */
+  private sacks = 0;
   /** Rotations done at the server's request (CROT). */
   rotations = 0;
   /** A rotation asked for: resolved once this stream's chunks are all acknowledged. */
@@ -83,7 +85,10 @@ export class DataStream {
       }
       this.joins++;
       if (this.joins > 1) this.log.info({ lastOffset: this.offset, resending: this.queue.length }, 'stream re-joined');
-      failedJoins = 0;
+      // A join counts as good only once the connection carried an acknowledgement: a server (or a
+      // link) that takes PJIN and then drops every connection still ends the stream after
+      // REJOIN_ATTEMPTS, instead of keeping it re-joining until the run limit.
+      const sacksAtJoin = this.sacks;
       this.socket = joined.socket;
       this.state = 'live';
       try {
@@ -92,6 +97,7 @@ export class DataStream {
           this.socket = null;
           this.state = 'joining';
           this.rotations++;
+          failedJoins = 0;
           this.log.info({ offset: this.offset, rotations: this.rotations }, 'stream rotated; re-joining');
           continue;
         }
@@ -103,7 +109,8 @@ export class DataStream {
         this.state = 'joining';
         if (!isRetryable(err)) throw err;
         broken = true;
-        this.log.warn({ err: errorMessage(err), offset: this.offset, unacknowledged: this.inflight.length }, 'stream connection lost; re-joining');
+        failedJoins = this.sacks > sacksAtJoin ? 0 : failedJoins + 1;
+        this.log.warn({ err: errorMessage(err), offset: this.offset, unacknowledged: this.inflight.length, attempt: failedJoins }, 'stream connection lost; re-joining');
       }
     }
   }
@@ -253,6 +260,7 @@ export class DataStream {
       if (sack.offset > this.offset) throw new NbackupError('protocol', `ChunkSACK offset ${sack.offset} beyond the ${this.offset} bytes sent`);
       while (this.inflight.length > 0 && this.inflight[0].end <= sack.offset) this.env.dispatcher.ack(this.inflight.shift()!.chunk);
       watchdog.heard();
+      this.sacks++;
       this.acked();
       this.env.progress();
     }

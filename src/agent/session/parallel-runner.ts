@@ -10,6 +10,7 @@ import { DataStream, REJOIN_ATTEMPTS, type StreamEnv } from './data-stream.js';
 import { committedAnswer, failureOf } from './final-answer.js';
 import type { PrimaryConnection } from './primary.js';
 import { RestartSession, RetryBudget, isRetryable, sleep } from './retry.js';
+import { LinkWatchdog } from './link-watchdog.js';
 
 /**
  * A parallel session (protocol §3): up to `parallels` data streams share the chunks of the ring
@@ -123,7 +124,20 @@ async function finishOnPrimary(p: ParallelSend, dispatcher: ChunkDispatcher, doo
       const trailer = p.trailer();
       if (!trailer) throw new NbackupError('internal', 'pipeline ended without a trailer');
       primary.socket.end(trailer);
-      return await Promise.race([finalAck, doomed]);
+      // A server silent after the trailer for read_timeout: re-attach, and hear the outcome there
+      // (COMMITTED once its commit is done), as a single stream does.
+      const watchdog = new LinkWatchdog(primary.socket, {
+        readTimeoutMs: ctx.config.retry.read_timeout,
+        owed: () => true,
+        message: `no Final ACK from the server for ${Math.round(ctx.config.retry.read_timeout / 1000)}s after the trailer`,
+      });
+      try {
+        return await Promise.race([finalAck, doomed]);
+      } catch (err) {
+        throw watchdog.error ?? err;
+      } finally {
+        watchdog.stop();
+      }
     } catch (err) {
       const why = fatal();
       if (why || !isRetryable(err)) throw why ?? err;

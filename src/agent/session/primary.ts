@@ -5,7 +5,7 @@ import type { BackupConfig } from '../../config/index.js';
 import { NbackupError } from '../../errors.js';
 import type { Logger } from '../../log/logger.js';
 import { FrameSocket } from '../../net/frame-socket.js';
-import { connectAndGreet, connectWithRetry } from './connect.js';
+import { connectAndGreet } from './connect.js';
 import type { BackupContext, RunStats } from './context.js';
 import { RestartSession, type RetryBudget } from './retry.js';
 
@@ -70,23 +70,22 @@ export class PrimaryConnection {
   async reattach(budget: RetryBudget): Promise<Reattached> {
     this.conn.socket.destroy();
     this.stats.reconnects++;
-    const socket = await connectWithRetry(this.ctx, this.log, this.stats, budget);
-    const frames = new FrameSocket(socket);
-    this.conn = { socket, frames };
-    socket.write(encodeResume({ sessionId: this.sessionId, agent: this.ctx.config.agent.name, storage: this.entry.storage }));
-    const answer = await frames.read(decodeResumeAck, this.ctx.config.retry.connect_timeout, 'resume answer').catch((err: unknown) => {
-      socket.destroy();
-      throw err;
+    // A server that takes the connection but closes it, or says nothing, before its ResumeACK (a
+    // server restarting, a connection limit) is retried like a failed connect, within the budget.
+    return connectAndGreet(this.ctx, this.log, this.stats, budget, async (socket): Promise<Reattached> => {
+      const frames = new FrameSocket(socket);
+      socket.write(encodeResume({ sessionId: this.sessionId, agent: this.ctx.config.agent.name, storage: this.entry.storage }));
+      const answer = await frames.read(decodeResumeAck, this.ctx.config.retry.connect_timeout, 'resume answer');
+      if (answer.status === ResumeStatus.COMMITTED && answer.sha256) {
+        socket.destroy();
+        return { committed: { size: answer.lastOffset, sha256: answer.sha256 } };
+      }
+      if (answer.status !== ResumeStatus.OK) {
+        throw new RestartSession(`server no longer has session ${this.sessionId} (${statusName(ResumeStatus, answer.status)})`);
+      }
+      this.conn = { socket, frames };
+      return { offset: answer.lastOffset };
     });
-    if (answer.status === ResumeStatus.COMMITTED && answer.sha256) {
-      socket.destroy();
-      return { committed: { size: answer.lastOffset, sha256: answer.sha256 } };
-    }
-    if (answer.status !== ResumeStatus.OK) {
-      socket.destroy();
-      throw new RestartSession(`server no longer has session ${this.sessionId} (${statusName(ResumeStatus, answer.status)})`);
-    }
-    return { offset: answer.lastOffset };
   }
 
   destroy(): void {
