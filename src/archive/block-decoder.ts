@@ -99,8 +99,23 @@ export class BlockDecoder extends Transform {
     if (this.next >= this.layout.blocks.length && this.partBytes > 0) {
       return this.fail(new NbackupError('checksum', `${this.partBytes} bytes follow the last block the index describes`), done);
     }
-    if (this.queue.length >= IN_FLIGHT) this.waiting = done;
+    if (this.busy()) this.waiting = done;
     else done();
+  }
+
+  /** IN_FLIGHT blocks under way, or a complete block not cut yet: hold the writer. */
+  private busy(): boolean {
+    const { blocks } = this.layout;
+    return this.queue.length >= IN_FLIGHT || (this.next < blocks.length && this.partBytes >= blocks[this.next]);
+  }
+
+  override _read(size: number): void {
+    // The reader is taking output (read() calls this before it takes from the buffer): once it
+    // has, blocks held back for it may start.
+    process.nextTick(() => {
+      if (!this.failed) this.emitReady();
+    });
+    super._read(size);
   }
 
   override _flush(done: TransformCallback): void {
@@ -113,10 +128,19 @@ export class BlockDecoder extends Transform {
     this.waiting = done;
   }
 
-  /** Starts a job for every block whose bytes are all here. */
+  /**
+   * Starts a job for each block whose bytes are all here, at most IN_FLIGHT at once and only while
+   * the reader keeps up: a chunk of many tiny blocks that each claim a whole block of output is
+   * decompressed a few blocks at a time, as the output is read, not all at once.
+   */
   private cut(): void {
     const { blocks } = this.layout;
-    while (this.next < blocks.length && this.partBytes >= blocks[this.next]) {
+    while (
+      this.queue.length < IN_FLIGHT &&
+      this.readableLength < this.readableHighWaterMark &&
+      this.next < blocks.length &&
+      this.partBytes >= blocks[this.next]
+    ) {
       const input = this.takeBytes(blocks[this.next]);
       const block = this.layout.firstBlock + this.next;
       const expected = Math.min(this.layout.blockSize, this.layout.tarSize - block * this.layout.blockSize);
@@ -170,10 +194,14 @@ export class BlockDecoder extends Transform {
       }
       this.push(job.output.subarray(0, job.n));
     }
+    this.cut();
     const cb = this.waiting;
     if (!cb) return;
+    if (this.next >= this.layout.blocks.length && this.partBytes > 0) {
+      return this.fail(new NbackupError('checksum', `${this.partBytes} bytes follow the last block the index describes`));
+    }
     const flushing = this.next >= this.layout.blocks.length && this.writableEnded;
-    if (flushing ? this.queue.length === 0 : this.queue.length < IN_FLIGHT) {
+    if (flushing ? this.queue.length === 0 : !this.busy()) {
       this.waiting = null;
       cb();
     }

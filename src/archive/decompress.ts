@@ -48,10 +48,19 @@ function gunzip(what: string): Transform {
 /**
  * zstd, one whole frame at a time on the thread pool: bytes are gathered until the frame at the
  * front is complete, which is then decompressed into a buffer of the size its header declares.
+ *
+ * Memory stays bounded whatever the input: a frame's output is pushed and, when the reader has
+ * enough, the next frame waits for it to read (many tiny frames that each claim 64 MiB are
+ * decompressed one by one, not all at once); and the gathered bytes are joined only once they
+ * have doubled since the last look, so a long frame costs linear, not quadratic, copying.
  */
 class ZstdFrames extends Transform {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Gathered bytes below which the front frame is known to be incomplete. */
+  private needBytes = 0;
+  /** Resolves when the reader asks for more (set while a push was refused). */
+  private readWaiter: (() => void) | null = null;
 
   constructor(
     private readonly addon: ZstdAddon,
@@ -63,19 +72,33 @@ class ZstdFrames extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    this.drainFrames().then(() => done(), done);
+    this.drainFrames(false).then(() => done(), done);
+  }
+
+  override _read(size: number): void {
+    const wake = this.readWaiter;
+    this.readWaiter = null;
+    wake?.();
+    super._read(size);
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.readWaiter?.();
+    super._destroy(err, cb);
   }
 
   override _flush(done: TransformCallback): void {
-    this.drainFrames().then(() => {
+    this.needBytes = 0;
+    this.drainFrames(true).then(() => {
       if (this.pendingBytes > 0) done(new NbackupError('checksum', `${this.what}: the zstd stream ends inside a frame (${this.pendingBytes} bytes left)`));
       else done();
     }, done);
   }
 
-  private async drainFrames(): Promise<void> {
+  private async drainFrames(flushing: boolean): Promise<void> {
     for (;;) {
-      if (this.pendingBytes === 0) return;
+      if (this.pendingBytes === 0 || this.destroyed) return;
+      if (!flushing && this.pendingBytes < this.needBytes) return;
       const buf = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [buf];
       let info: { compressed: number; content: number } | null;
@@ -86,8 +109,10 @@ class ZstdFrames extends Transform {
       }
       if (info === null) {
         if (this.pendingBytes > MAX_FRAME_BYTES) throw new NbackupError('checksum', `${this.what}: a zstd frame longer than ${MAX_FRAME_BYTES} bytes`);
+        this.needBytes = this.pendingBytes * 2;
         return;
       }
+      this.needBytes = 0;
       if (info.content < 0 || info.content > MAX_FRAME_CONTENT) {
         throw new NbackupError('checksum', `${this.what}: a zstd frame of ${info.content < 0 ? 'unknown' : info.content} bytes; this restore reads frames of at most ${MAX_FRAME_CONTENT} bytes (use --stdout | tar --zstd -x)`);
       }
@@ -96,10 +121,10 @@ class ZstdFrames extends Transform {
       const n = await new Promise<number>((resolve, reject) =>
         this.addon.zstdDecompress(frame, out, (err, size) => (err ? reject(new NbackupError('checksum', `${this.what}: corrupt zstd frame: ${err.message}`)) : resolve(size))),
       );
-      if (n > 0) this.push(out.subarray(0, n));
       const rest = buf.subarray(info.compressed);
       this.pending = rest.length ? [rest] : [];
       this.pendingBytes = rest.length;
+      if (n > 0 && !this.push(out.subarray(0, n))) await new Promise<void>((resolve) => (this.readWaiter = resolve));
     }
   }
 }

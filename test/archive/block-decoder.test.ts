@@ -6,11 +6,15 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import zlib from 'node:zlib';
 import { BlockDecoder, layoutProblem, type BlockLayout } from '../../src/archive/block-decoder.js';
+import { decompressor } from '../../src/archive/decompress.js';
 import type { IndexHeader } from '../../src/archive/index-header.js';
 
 const BLOCK = 64 * 1024;
@@ -135,10 +139,61 @@ describe('BlockDecoder', () => {
     assert.equal(pulled, 64);
   });
 
+  it('a chunk of many tiny blocks that each claim a whole block is decompressed a few at a time, as it is read', async () => {
+    const MiB = 1 << 20;
+    const one = zlib.gzipSync(Buffer.alloc(MiB), { level: 1 }); // about 1 KiB for 1 MiB of output
+    const n = 256;
+    const d = new BlockDecoder({ format: 'gzip', blocks: new Array<number>(n).fill(one.length), firstBlock: 0, blockSize: MiB, tarSize: n * MiB });
+    const before = process.memoryUsage().arrayBuffers;
+    d.write(Buffer.concat(new Array<Buffer>(n).fill(one)));
+    // Nothing reads: what it holds is a few blocks in flight and its 1 MiB output buffer.
+    let peak = 0;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+    }
+    assert.ok(peak < 32 * MiB, `${(peak / MiB).toFixed(0)} MiB of output held for ${n} MiB claimed, nothing read`);
+    let out = 0;
+    d.on('data', (c: Buffer) => (out += c.length));
+    d.end();
+    await new Promise((r) => d.on('end', r));
+    assert.equal(out, n * MiB);
+  });
+
   it('an index layout is refused when its blocks are larger than any block can be', () => {
     const h = { nbackupIndex: 1, format: 'gzip', blockSize: 1 << 20, tarSize: 3 << 20, archiveSize: 0, sha256: '0'.repeat(64), members: 1, blocks: 3 } as IndexHeader;
     assert.equal(layoutProblem(h, [1000, 2000, 3000]), null);
     assert.match(layoutProblem(h, [1000, 3 << 20, 3000]) ?? '', /block 1 is 3145728 bytes compressed/);
     assert.match(layoutProblem({ ...h, blockSize: 1 << 30 }, [1]) ?? '', /block size 1073741824 is above/);
+  });
+});
+
+describe('decompressor (a whole .tar.zst, frame by frame)', () => {
+  it('many tiny frames that each claim 64 MiB are decompressed one at a time, as the output is read', async () => {
+    const MiB = 1 << 20;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nbk-zframes-'));
+    try {
+      // zstd names the content size in the frame header when it knows the input's size (a file).
+      fs.writeFileSync(path.join(dir, 'zeros'), Buffer.alloc(64 * MiB));
+      const frame = execFileSync('zstd', ['-3', '-q', '-c', path.join(dir, 'zeros')]);
+      assert.ok(frame.length < 64 * 1024, `a small frame (${frame.length} bytes)`);
+      const n = 7;
+      const d = decompressor('zstd', 'test.tar.zst');
+      const before = process.memoryUsage().arrayBuffers;
+      d.write(Buffer.concat(new Array<Buffer>(n).fill(frame)));
+      let peak = 0;
+      for (let i = 0; i < 30; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+      }
+      assert.ok(peak < 160 * MiB, `${(peak / MiB).toFixed(0)} MiB held for ${n} frames of 64 MiB, nothing read`);
+      let out = 0;
+      d.on('data', (c: Buffer) => (out += c.length));
+      d.end();
+      await new Promise((r) => d.on('end', r));
+      assert.equal(out, n * 64 * MiB);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

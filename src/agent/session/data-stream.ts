@@ -109,7 +109,9 @@ export class DataStream {
         this.state = 'joining';
         if (!isRetryable(err)) throw err;
         broken = true;
-        failedJoins = this.sacks > sacksAtJoin ? 0 : failedJoins + 1;
+        // A re-joined connection lost before any acknowledgement counts as a failed re-join; the
+        // first connection's loss does not (its re-joins are the ones counted).
+        failedJoins = this.sacks > sacksAtJoin || this.joins === 1 ? 0 : failedJoins + 1;
         this.log.warn({ err: errorMessage(err), offset: this.offset, unacknowledged: this.inflight.length, attempt: failedJoins }, 'stream connection lost; re-joining');
       }
     }
