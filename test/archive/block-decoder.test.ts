@@ -55,6 +55,18 @@ function pieces(bytes: Buffer, maxPiece: number, seed: number): Readable {
   return Readable.from(out, { objectMode: false });
 }
 
+/** The most Buffer memory held beyond what it was before `act`, sampled for 300 ms after it. */
+async function peakBuffersAfter(act: () => void): Promise<number> {
+  const before = process.memoryUsage().arrayBuffers;
+  act();
+  let peak = 0;
+  for (let i = 0; i < 30; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+  }
+  return peak;
+}
+
 async function decodeAll(input: Readable, d: BlockDecoder): Promise<Buffer> {
   const got: Buffer[] = [];
   await pipeline(input, d, new Writable({ write: (c: Buffer, _e, cb) => (got.push(c), cb()) }));
@@ -144,14 +156,8 @@ describe('BlockDecoder', () => {
     const one = zlib.gzipSync(Buffer.alloc(MiB), { level: 1 }); // about 1 KiB for 1 MiB of output
     const n = 256;
     const d = new BlockDecoder({ format: 'gzip', blocks: new Array<number>(n).fill(one.length), firstBlock: 0, blockSize: MiB, tarSize: n * MiB });
-    const before = process.memoryUsage().arrayBuffers;
-    d.write(Buffer.concat(new Array<Buffer>(n).fill(one)));
     // Nothing reads: what it holds is a few blocks in flight and its 1 MiB output buffer.
-    let peak = 0;
-    for (let i = 0; i < 20; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
-    }
+    const peak = await peakBuffersAfter(() => d.write(Buffer.concat(new Array<Buffer>(n).fill(one))));
     assert.ok(peak < 32 * MiB, `${(peak / MiB).toFixed(0)} MiB of output held for ${n} MiB claimed, nothing read`);
     let out = 0;
     d.on('data', (c: Buffer) => (out += c.length));
@@ -179,13 +185,7 @@ describe('decompressor (a whole .tar.zst, frame by frame)', () => {
       assert.ok(frame.length < 64 * 1024, `a small frame (${frame.length} bytes)`);
       const n = 7;
       const d = decompressor('zstd', 'test.tar.zst');
-      const before = process.memoryUsage().arrayBuffers;
-      d.write(Buffer.concat(new Array<Buffer>(n).fill(frame)));
-      let peak = 0;
-      for (let i = 0; i < 30; i++) {
-        await new Promise((r) => setTimeout(r, 10));
-        peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
-      }
+      const peak = await peakBuffersAfter(() => d.write(Buffer.concat(new Array<Buffer>(n).fill(frame))));
       assert.ok(peak < 160 * MiB, `${(peak / MiB).toFixed(0)} MiB held for ${n} frames of 64 MiB, nothing read`);
       let out = 0;
       d.on('data', (c: Buffer) => (out += c.length));
