@@ -12,12 +12,12 @@ import { after, before, test } from 'node:test';
 import { AckStatus, FinalStatus } from '../../protocol/constants.js';
 import { decodeClientHello, encodeAck, encodeControlFromServer, encodeFinalAck } from '../../protocol/frames.js';
 import type { Pki } from '../helpers/pki.js';
-import { AGENT_BIN, runAgent, writeYaml } from '../helpers/proc.js';
+import { AGENT_BIN, runAgent, writeYaml, type AgentResult } from '../helpers/proc.js';
 import { spawn } from 'node:child_process';
 import { TempDirs } from '../helpers/tmp.js';
 import { randomBytesSeeded } from '../helpers/tree.js';
-import { startTlsProxy, tlsProxyMaterial } from '../helpers/tls-proxy.js';
-import { agentConfigObject, makeWorkspace, showRun, startEnv } from './harness.js';
+import { startTlsProxy, tlsProxyMaterial, type TlsConnPlan, type TlsProxy } from '../helpers/tls-proxy.js';
+import { agentConfigObject, makeWorkspace, showRun, startEnv, type Env } from './harness.js';
 
 const tmp = new TempDirs();
 let pki: Pki;
@@ -130,78 +130,67 @@ test('a CDFE longer than a timer can wait does not turn into a reconnect loop: t
   }
 });
 
+/**
+ * The real server behind a TLS proxy following `plan`; the agent backs up the test's source once
+ * through it, with `retry` and the entry settings `entry`; `check` looks at the outcome.
+ */
+async function throughProxy(
+  name: string,
+  plan: TlsConnPlan[],
+  o: { entry?: Record<string, unknown>; retry: Record<string, unknown> },
+  check: (r: AgentResult, proxy: TlsProxy, env: Env) => void,
+): Promise<void> {
+  const env = await startEnv(tmp, pki, `nbk-liar-${name}-`);
+  const proxy = await startTlsProxy({ target: { host: '127.0.0.1', port: env.server.port }, tls: tlsProxyMaterial(pki, 'agent-a'), plan });
+  try {
+    const yaml = join(work, `agent-${name}.yaml`);
+    const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]);
+    Object.assign((cfg.backups as Record<string, unknown>[])[0], o.entry ?? {});
+    cfg.retry = { max_attempts: 6, initial_delay: '100ms', connect_timeout: '5s', ...o.retry };
+    await writeYaml(yaml, cfg);
+    check(await runAgent(['--config', yaml, '--once'], { timeoutMs: 45_000 }), proxy, env);
+  } finally {
+    await proxy.close();
+    await env.server.stop();
+  }
+}
+
 test('a resume connection closed before the server answers is retried within the budget, and the backup commits', { timeout: 60_000 }, async () => {
-  const env = await startEnv(tmp, pki, 'nbk-liar-resume-');
   // The first connection is cut 1 MiB into the stream; the resume that follows is cut after 4
   // bytes of its RSME (the server never answers it); the next one goes through.
-  const proxy = await startTlsProxy({
-    target: { host: '127.0.0.1', port: env.server.port },
-    tls: tlsProxyMaterial(pki, 'agent-a'),
-    plan: [{ resetAfterPlaintextBytes: 1 << 20 }, { resetAfterPlaintextBytes: 4 }, { forward: true }, { forward: true }],
-  });
-  try {
-    const yaml = join(work, 'agent-resume.yaml');
-    const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]);
-    cfg.retry = { max_attempts: 6, initial_delay: '100ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '5s' };
-    await writeYaml(yaml, cfg);
-    const r = await runAgent(['--config', yaml, '--once'], { timeoutMs: 45_000 });
+  const plan: TlsConnPlan[] = [{ resetAfterPlaintextBytes: 1 << 20 }, { resetAfterPlaintextBytes: 4 }, { forward: true }, { forward: true }];
+  await throughProxy('resume', plan, { retry: { max_delay: '1s', read_timeout: '5s' } }, (r, proxy, env) => {
     assert.equal(r.code, 0, showRun(r));
     assert.deepEqual(proxy.conns.slice(0, 3).map((c) => `${c.kind}:${c.state}`), ['NBKP:reset', 'RSME:reset', 'RSME:closed'], JSON.stringify(proxy.conns));
     const committed = env.server.logs().filter((l) => l.msg === 'session committed');
     assert.equal(committed.length, 1, env.server.output().join('\n'));
     assert.equal(committed[0].resumes, 1);
     assert.ok(!r.logs.some((l) => l.msg === 'starting a new session from the beginning'), showRun(r));
-  } finally {
-    await proxy.close();
-    await env.server.stop();
-  }
+  });
 });
 
 test('a stream whose every re-join is dropped before an acknowledgement dies after the re-join limit, instead of re-joining for ever', { timeout: 60_000 }, async () => {
-  const env = await startEnv(tmp, pki, 'nbk-liar-rejoin-');
   // The primary goes through; the data stream's first connection is cut 1 MiB in, and every
   // re-join after it a few bytes past its PJIN (never a whole chunk, so never a ChunkSACK).
   const drops = Array.from({ length: 12 }, () => ({ resetAfterPlaintextBytes: 2000 }));
-  const proxy = await startTlsProxy({
-    target: { host: '127.0.0.1', port: env.server.port },
-    tls: tlsProxyMaterial(pki, 'agent-a'),
-    plan: [{ forward: true }, { resetAfterPlaintextBytes: 1 << 20 }, ...drops],
-  });
-  try {
-    const yaml = join(work, 'agent-rejoin.yaml');
-    const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]);
-    Object.assign((cfg.backups as Record<string, unknown>[])[0], { parallels: 1, auto_scaler: { enabled: false } });
-    cfg.retry = { max_attempts: 6, initial_delay: '100ms', max_delay: '400ms', connect_timeout: '5s', read_timeout: '5s' };
-    await writeYaml(yaml, cfg);
-    const r = await runAgent(['--config', yaml, '--once'], { timeoutMs: 45_000 });
+  const plan: TlsConnPlan[] = [{ forward: true }, { resetAfterPlaintextBytes: 1 << 20 }, ...drops];
+  const entry = { parallels: 1, auto_scaler: { enabled: false } };
+  await throughProxy('rejoin', plan, { entry, retry: { max_delay: '400ms', read_timeout: '5s' } }, (r, proxy) => {
     assert.equal(r.code, 1, showRun(r));
     assert.match(r.stderr, /all 1 parallel stream is dead \(each failed 3 re-joins\)/, showRun(r));
     const joins = proxy.conns.filter((c) => c.kind === 'PJIN').length;
     assert.ok(joins <= 5, `${joins} stream connections: the first, and at most the re-join limit after it\n${JSON.stringify(proxy.conns.map((c) => c.kind))}`);
-  } finally {
-    await proxy.close();
-    await env.server.stop();
-  }
+  });
 });
 
 test('parallel: a primary that hears nothing after its trailer re-attaches after read_timeout, and hears COMMITTED', { timeout: 60_000 }, async () => {
-  const env = await startEnv(tmp, pki, 'nbk-liar-final-');
-  const proxy = await startTlsProxy({ target: { host: '127.0.0.1', port: env.server.port }, tls: tlsProxyMaterial(pki, 'agent-a'), plan: [{ freezeAfterClientEnd: true }] });
-  try {
-    const yaml = join(work, 'agent-final.yaml');
-    const cfg = agentConfigObject(pki, 'agent-a', proxy.port, [{ name: 'app', storage: 'main', sources: [join(work, 'src')] }]);
-    Object.assign((cfg.backups as Record<string, unknown>[])[0], { parallels: 2, auto_scaler: { enabled: false } });
-    cfg.retry = { max_attempts: 6, initial_delay: '100ms', max_delay: '1s', connect_timeout: '5s', read_timeout: '2s' };
-    await writeYaml(yaml, cfg);
-    const r = await runAgent(['--config', yaml, '--once'], { timeoutMs: 45_000 });
+  const entry = { parallels: 2, auto_scaler: { enabled: false } };
+  await throughProxy('final', [{ freezeAfterClientEnd: true }], { entry, retry: { max_delay: '1s', read_timeout: '2s' } }, (r, proxy, env) => {
     assert.equal(r.code, 0, showRun(r));
     assert.equal(proxy.conns[0].kind, 'NBKP');
     assert.equal(proxy.conns[0].state, 'frozen', 'the primary heard nothing after its trailer');
     assert.ok(r.logs.some((l) => l.msg === 'primary connection lost; re-attaching' && /no Final ACK from the server for 2s/.test(String(l.err))), showRun(r));
     assert.ok(r.logs.some((l) => l.msg === 'session was already committed (its Final ACK was lost)'), showRun(r));
     assert.equal(env.server.logs().filter((l) => l.msg === 'session committed').length, 1);
-  } finally {
-    await proxy.close();
-    await env.server.stop();
-  }
+  });
 });
