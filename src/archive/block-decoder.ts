@@ -96,11 +96,16 @@ export class BlockDecoder extends Transform {
     this.parts.push(chunk);
     this.partBytes += chunk.length;
     this.cut();
-    if (this.next >= this.layout.blocks.length && this.partBytes > 0) {
-      return this.fail(new NbackupError('checksum', `${this.partBytes} bytes follow the last block the index describes`), done);
-    }
+    const extra = this.beyondLastBlock();
+    if (extra) return this.fail(extra, done);
     if (this.busy()) this.waiting = done;
     else done();
+  }
+
+  /** Every block is cut and bytes are left: the archive goes on past what its index describes. */
+  private beyondLastBlock(): NbackupError | null {
+    if (this.next < this.layout.blocks.length || this.partBytes === 0) return null;
+    return new NbackupError('checksum', `${this.partBytes} bytes follow the last block the index describes`);
   }
 
   /** IN_FLIGHT blocks under way, or a complete block not cut yet: hold the writer. */
@@ -197,9 +202,8 @@ export class BlockDecoder extends Transform {
     this.cut();
     const cb = this.waiting;
     if (!cb) return;
-    if (this.next >= this.layout.blocks.length && this.partBytes > 0) {
-      return this.fail(new NbackupError('checksum', `${this.partBytes} bytes follow the last block the index describes`));
-    }
+    const extra = this.beyondLastBlock();
+    if (extra) return this.fail(extra);
     const flushing = this.next >= this.layout.blocks.length && this.writableEnded;
     if (flushing ? this.queue.length === 0 : !this.busy()) {
       this.waiting = null;
